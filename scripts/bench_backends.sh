@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The CPU backend comparison of BENCHMARKS.md: one training step of ResNet-18 (CIFAR stem) with a
+# 2048-2048-2048 projector on two views of N=128 32×32 images, for each backend and build option,
+# then PyTorch's figure for the same step on the same machine.
+# Usage: scripts/bench_backends.sh [steps]   (from the repository root)
+set -euo pipefail
+steps=${1:-3}
+variants=(
+  "plain:flex,ndarray"
+  "simd-rayon:flex,ndarray,simd,rayon"
+)
+for v in "${variants[@]}"; do
+  name=${v%%:*}; features=${v#*:}
+  cargo build --release --quiet --no-default-features --features "$features" --target-dir "target/bench-$name"
+done
+for v in "${variants[@]}"; do
+  name=${v%%:*}
+  echo "== build options: $name"
+  "target/bench-$name/release/barlow" bench step --backend flex,ndarray --steps "$steps" 2>/dev/null
+done
+echo "== PyTorch"
+.venv-ref/bin/python scripts/torch_step.py --steps "$steps"

@@ -1,0 +1,76 @@
+//! `barlow bench step`: the time of one training step, per backend, side by side.
+
+use crate::backend;
+use crate::model::{Arch, BarlowTwinsConfig, ResNetConfig, Stem};
+use crate::optim::LarsConfig;
+use crate::train::{StepStats, train_step};
+use anyhow::Result;
+use burn::tensor::{Distribution, Tensor};
+use std::time::Instant;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct StepArgs {
+    /// Backends to measure, in turn, in this one process.
+    #[arg(long, value_delimiter = ',', default_value = "auto")]
+    pub backend: Vec<String>,
+    #[arg(long, default_value = "resnet18")]
+    pub arch: Arch,
+    /// Encoder width (64 = the standard ResNet).
+    #[arg(long, default_value_t = 64)]
+    pub width: usize,
+    #[arg(long, value_delimiter = '-', default_value = "2048-2048-2048")]
+    pub projector: Vec<usize>,
+    /// Images per view (N).
+    #[arg(long, default_value_t = 128)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 32)]
+    pub size: usize,
+    /// Untimed steps first (allocation, autotuning).
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    #[arg(long, default_value_t = 3)]
+    pub steps: usize,
+}
+
+/// Seconds per step of each backend, measured one after the other.
+pub fn step(args: &StepArgs) -> Result<Vec<(String, f64)>> {
+    let stem = if args.size <= 64 { Stem::Cifar } else { Stem::Imagenet };
+    let config = BarlowTwinsConfig::new(ResNetConfig::new(args.arch).with_stem(stem).with_width(args.width))
+        .with_projector(args.projector.clone());
+    let mut results = vec![];
+    for name in &args.backend {
+        let device = backend::device(name)?.autodiff();
+        device.seed(0);
+        let mut model = config.init(&device);
+        let mut optim = LarsConfig::new().init();
+        let shape = [args.batch, 3, args.size, args.size];
+        let mut times = vec![];
+        for i in 0..args.warmup + args.steps {
+            let y1 = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+            let y2 = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+            let start = Instant::now();
+            let (next, loss) = train_step(model, &mut optim, y1, y2, 0.1);
+            model = next;
+            // Reading the loss waits for the step; the updated weights are synced with it.
+            let stats = StepStats::read(&loss);
+            device.sync()?;
+            let secs = start.elapsed().as_secs_f64();
+            if i >= args.warmup {
+                times.push(secs);
+            }
+            eprintln!("{name}: step {i} {:.3}s loss {:.1}", secs, stats.loss);
+        }
+        let mean = times.iter().sum::<f64>() / times.len().max(1) as f64;
+        println!(
+            "{name:>10}: {:.3} s/step  {:.1} images/s  (N={}, {}×{}, {} timed steps)",
+            mean,
+            args.batch as f64 / mean,
+            args.batch,
+            args.size,
+            args.size,
+            times.len()
+        );
+        results.push((name.clone(), mean));
+    }
+    Ok(results)
+}

@@ -1,0 +1,9 @@
+//! Barlow Twins: self-supervised representation learning by redundancy reduction.
+
+pub mod backend;
+pub mod bench;
+pub mod cli;
+pub mod loss;
+pub mod model;
+pub mod optim;
+pub mod train;

@@ -1,0 +1,65 @@
+//! The learning-rate schedule of the official code: linear warm-up, then cosine to 0.001×.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Schedule {
+    /// batch / 256: the linear scaling rule's factor.
+    pub base: f64,
+    pub warmup_steps: usize,
+    pub total_steps: usize,
+    /// Final rate as a fraction of `base` (paper: 0.001).
+    #[serde(default = "default_end")]
+    pub end_fraction: f64,
+}
+
+fn default_end() -> f64 {
+    0.001
+}
+
+impl Schedule {
+    /// The official schedule for `epochs` epochs of `steps_per_epoch`, `warmup_epochs` of warm-up.
+    pub fn new(batch_size: usize, epochs: usize, warmup_epochs: usize, steps_per_epoch: usize) -> Self {
+        Schedule {
+            base: batch_size as f64 / 256.0,
+            warmup_steps: warmup_epochs * steps_per_epoch,
+            total_steps: epochs * steps_per_epoch,
+            end_fraction: default_end(),
+        }
+    }
+
+    /// The factor at `step` (0-based) that multiplies each group's base learning rate.
+    pub fn factor(&self, step: usize) -> f64 {
+        if step < self.warmup_steps {
+            return self.base * step as f64 / self.warmup_steps as f64;
+        }
+        let span = self.total_steps.saturating_sub(self.warmup_steps).max(1);
+        let t = (step - self.warmup_steps).min(span) as f64 / span as f64;
+        let q = 0.5 * (1.0 + (std::f64::consts::PI * t).cos());
+        let end = self.base * self.end_fraction;
+        self.base * q + end * (1.0 - q)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warmup_is_linear_from_zero() {
+        let s = Schedule::new(512, 100, 10, 50);
+        assert_eq!(s.factor(0), 0.0);
+        assert!((s.factor(250) - 1.0).abs() < 1e-12); // half of 500 warm-up steps of base 2
+        assert!((s.factor(499) - 2.0 * 499.0 / 500.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn cosine_runs_from_base_to_a_thousandth() {
+        let s = Schedule::new(256, 20, 10, 10);
+        assert!((s.factor(100) - 1.0).abs() < 1e-12);
+        // Half-way through the cosine: the mean of base and end.
+        assert!((s.factor(150) - (1.0 + 0.001) / 2.0).abs() < 1e-12);
+        assert!((s.factor(200) - 0.001).abs() < 1e-12);
+        assert!((s.factor(10_000) - 0.001).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,49 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use burn::tensor::{DType, Device, Tensor, TensorData};
+use std::path::PathBuf;
+
+/// The default backend's device, with autodiff.
+pub fn device() -> Device {
+    barlow::backend::device("auto").expect("a backend").autodiff()
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+/// Reads every tensor of a safetensors file as (shape, f32 values).
+pub fn read_safetensors(path: &PathBuf) -> std::collections::HashMap<String, (Vec<usize>, Vec<f32>)> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("valid safetensors");
+    st.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let values = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            (name, (view.shape().to_vec(), values))
+        })
+        .collect()
+}
+
+pub fn tensor2(shape: &[usize], values: &[f32], device: &Device) -> Tensor<2> {
+    Tensor::from_data(TensorData::new(values.to_vec(), [shape[0], shape[1]]), device)
+}
+
+pub fn tensor2_f64(shape: [usize; 2], values: Vec<f64>, device: &Device) -> Tensor<2> {
+    Tensor::from_data(TensorData::new(values, shape), (device, DType::F64))
+}
+
+pub fn to_vec(t: Tensor<2>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap()
+}
+
+/// max |a−b| / (|b| + floor), elementwise.
+pub fn max_rel_err(a: &[f32], b: &[f32], floor: f32) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs() / (y.abs() + floor)).fold(0.0, f32::max)
+}
