@@ -3,6 +3,8 @@
 pub mod backend;
 pub mod bench;
 pub mod cli;
+pub mod config;
+pub mod eval;
 pub mod loss;
 pub mod model;
 pub mod optim;
