@@ -1,0 +1,72 @@
+//! LARS against steps computed by hand from the official update rule.
+
+use barlow::optim::{LarsConfig, LarsState};
+use burn::optim::Optimizer;
+use burn::tensor::{Device, Tensor, TensorData};
+
+fn t2(v: [[f32; 2]; 1]) -> Tensor<2> {
+    Tensor::from_data(TensorData::from(v), &Device::default())
+}
+
+fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().try_into_vec::<f32>().unwrap()
+}
+
+fn close(a: &[f32], b: &[f32]) {
+    for (x, y) in a.iter().zip(b) {
+        assert!((x - y).abs() < 1e-6 * (1.0 + y.abs()), "{a:?} vs {b:?}");
+    }
+}
+
+#[test]
+fn weight_step_scales_by_the_trust_ratio() {
+    let lars = LarsConfig::new().with_weight_decay(0.0).build();
+    // ‖p‖ = 5, ‖g‖ = 1: q = η·5/1 = 0.005; update = lr · 0.2 · q · g.
+    let (p, state) = lars.step(1.0, t2([[3.0, 4.0]]), t2([[0.6, 0.8]]), None);
+    close(&values(p), &[3.0 - 0.2 * 0.005 * 0.6, 4.0 - 0.2 * 0.005 * 0.8]);
+    close(&values(state.unwrap().mu), &[0.005 * 0.6, 0.005 * 0.8]);
+}
+
+#[test]
+fn weight_decay_enters_before_the_trust_ratio_and_momentum_accumulates() {
+    let (wd, eta, lr) = (0.1f32, 0.001f32, 0.5f32);
+    let lars = LarsConfig::new().with_weight_decay(wd as f64).build();
+    let p0 = [3.0f32, 4.0];
+    let g = [1.0f32, -2.0];
+    let dp: Vec<f32> = p0.iter().zip(&g).map(|(p, g)| g + wd * p).collect();
+    let q = eta * 5.0 / dp.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let mu1: Vec<f32> = dp.iter().map(|d| d * q).collect();
+    let p1: Vec<f32> = p0.iter().zip(&mu1).map(|(p, m)| p - lr * 0.2 * m).collect();
+    let (p, state) = lars.step(lr as f64, t2([p0]), t2([g]), None);
+    let got = values(p);
+    close(&got, &p1);
+
+    // Second step, same gradient: mu2 = 0.9·mu1 + q'·(g + wd·p1).
+    let dp2: Vec<f32> = p1.iter().zip(&g).map(|(p, g)| g + wd * p).collect();
+    let norm_p1 = p1.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let q2 = eta * norm_p1 / dp2.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let mu2: Vec<f32> = mu1.iter().zip(&dp2).map(|(m, d)| 0.9 * m + q2 * d).collect();
+    let p2: Vec<f32> = p1.iter().zip(&mu2).map(|(p, m)| p - lr * 0.2 * m).collect();
+    let (p, _) = lars.step(lr as f64, t2([[got[0], got[1]]]), t2([g]), state);
+    close(&values(p), &p2);
+}
+
+#[test]
+fn biases_and_norm_parameters_get_neither_decay_nor_trust_ratio() {
+    let lars = LarsConfig::new().with_weight_decay(0.5).build();
+    let p = Tensor::<1>::from_data(TensorData::from([3.0f32, 4.0]), &Device::default());
+    let g = Tensor::<1>::from_data(TensorData::from([0.6f32, 0.8]), &Device::default());
+    let (p, state) = lars.step(2.0, p, g.clone(), None);
+    close(&values(p), &[3.0 - 2.0 * 0.0048 * 0.6, 4.0 - 2.0 * 0.0048 * 0.8]);
+    let LarsState { mu } = state.unwrap();
+    close(&values(mu), &values(g));
+}
+
+#[test]
+fn zero_weights_or_zero_update_keep_a_trust_ratio_of_one() {
+    let lars = LarsConfig::new().with_weight_decay(0.0).build();
+    let (p, _) = lars.step(1.0, t2([[0.0, 0.0]]), t2([[1.0, 2.0]]), None);
+    close(&values(p), &[-0.2, -0.4]);
+    let (p, _) = lars.step(1.0, t2([[1.0, 2.0]]), t2([[0.0, 0.0]]), None);
+    close(&values(p), &[1.0, 2.0]);
+}
