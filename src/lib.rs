@@ -2,9 +2,11 @@
 
 pub mod backend;
 pub mod bench;
+pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod eval;
+pub mod export;
 pub mod loss;
 pub mod model;
 pub mod optim;

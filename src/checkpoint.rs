@@ -1,0 +1,105 @@
+//! Checkpoints: model, optimizer state and run position in one file, replaced atomically.
+
+use crate::model::BarlowTwins;
+use anyhow::{Context, Result, bail};
+use burn::optim::ModuleOptimizer;
+use burn::store::{BurnpackStore, ModuleSnapshot};
+use burn::tensor::Bytes;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::Path;
+
+const MAGIC: &[u8; 8] = b"BARLOW01";
+
+/// Where a run stands: everything besides the tensors that resuming needs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    /// Epochs completed.
+    pub epoch: usize,
+    /// Optimisation steps completed.
+    pub step: usize,
+    /// The run's configuration, as TOML.
+    pub config: String,
+}
+
+/// Saves a checkpoint to `path`, atomically.
+pub fn save(path: &Path, state: &RunState, model: &BarlowTwins, optim: &ModuleOptimizer) -> Result<()> {
+    let mut store = BurnpackStore::from_bytes(None);
+    model.save_into(&mut store).context("serialising the model")?;
+    let model_bytes = store.get_bytes().context("serialising the model")?;
+    let optim_bytes = optim.to_record().into_bytes().context("serialising the optimizer state")?;
+    let state_bytes = serde_json::to_vec(state)?;
+    let mut bytes = MAGIC.to_vec();
+    for part in [&state_bytes[..], &model_bytes[..], &optim_bytes[..]] {
+        bytes.extend_from_slice(&(part.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(part);
+    }
+    write_atomically(path, &bytes)
+}
+
+/// Writes `path` so that it is either the old file or the new one, never a torn mix:
+/// the bytes go to a temporary file beside it, are flushed to disk, then renamed over it.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    };
+    write().with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
+}
+
+/// The parts of a checkpoint file, checked but not yet applied.
+pub struct Checkpoint {
+    pub state: RunState,
+    model: Bytes,
+    optim: Bytes,
+}
+
+impl Checkpoint {
+    pub fn read(path: &Path) -> Result<Checkpoint> {
+        let bytes = std::fs::read(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
+        Self::parse(&bytes).with_context(|| format!("checkpoint {} is not usable", path.display()))
+    }
+
+    fn parse(bytes: &[u8]) -> Result<Checkpoint> {
+        if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+            bail!("not a barlow checkpoint (bad magic bytes)");
+        }
+        let mut rest = &bytes[MAGIC.len()..];
+        let mut parts = Vec::new();
+        for name in ["run state", "model", "optimizer state"] {
+            if rest.len() < 8 {
+                bail!("truncated before the {name}");
+            }
+            let len = u64::from_le_bytes(rest[..8].try_into().expect("8 bytes")) as usize;
+            rest = &rest[8..];
+            if rest.len() < len {
+                bail!("truncated in the {name}: {} of {len} bytes", rest.len());
+            }
+            parts.push(&rest[..len]);
+            rest = &rest[len..];
+        }
+        let state = serde_json::from_slice(parts[0]).context("the run state is not valid JSON")?;
+        Ok(Checkpoint {
+            state,
+            model: Bytes::from_bytes_vec(parts[1].to_vec()),
+            optim: Bytes::from_bytes_vec(parts[2].to_vec()),
+        })
+    }
+
+    /// Loads the weights into `model` (built from the same config) and the state into `optim`.
+    pub fn apply(self, mut model: BarlowTwins, optim: ModuleOptimizer) -> Result<(BarlowTwins, ModuleOptimizer)> {
+        let mut store = BurnpackStore::from_bytes(Some(self.model));
+        let result = model.load_from(&mut store).context("loading the model weights")?;
+        if !result.errors.is_empty() || !result.missing.is_empty() {
+            bail!("the checkpoint's model does not fit this config: {result}");
+        }
+        // Optimizer state is keyed by parameter id, which the model's burnpack carries across.
+        let optim = optim.from_bytes(self.optim).context("loading the optimizer state")?;
+        Ok((model, optim))
+    }
+}
