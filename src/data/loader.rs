@@ -1,0 +1,170 @@
+//! Batches of two views, made by rayon in a background thread while the model trains.
+//!
+//! Every random choice of sample `i` in epoch `e` comes from its own generator seeded by
+//! `(seed, e, i)`, so the batches depend on the seed alone, not on thread timing, and a resumed
+//! run sees exactly the batches an uninterrupted one would.
+
+use super::{Dataset, Image, Views};
+use crate::config::DataConfig;
+use anyhow::{Context, Result, bail};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::sync::mpsc::{Receiver, sync_channel};
+use std::thread::JoinHandle;
+
+/// Two views of `shape[0]` images, `N × 3 × H × W` each, with the images' labels when known.
+pub struct Batch {
+    pub view_a: Vec<f32>,
+    pub view_b: Vec<f32>,
+    pub labels: Option<Vec<u32>>,
+    pub indices: Vec<usize>,
+    pub shape: [usize; 4],
+}
+
+/// Batches the model trains on ahead of time.
+const PREFETCH: usize = 2;
+/// Consecutive unreadable images after which the loader gives up.
+const MAX_SKIPS: usize = 16;
+
+/// Files that failed to decode in this process (warned about once each).
+static SKIPPED: Mutex<BTreeSet<usize>> = Mutex::new(BTreeSet::new());
+
+/// How many distinct images the loaders skipped because they could not be read.
+pub fn skipped_images() -> usize {
+    SKIPPED.lock().map(|s| s.len()).unwrap_or(0)
+}
+
+/// One epoch's batches: a seeded shuffle, `drop_last`, made ahead in a background thread.
+pub struct Loader {
+    rx: Option<Receiver<Result<Batch>>>,
+    worker: Option<JoinHandle<()>>,
+}
+
+/// A generator for `(seed, epoch, index)`; SplitMix64 spreads nearby integers apart.
+pub fn sample_rng(seed: u64, epoch: u64, index: u64) -> ChaCha8Rng {
+    let mut z = seed;
+    for v in [epoch, index] {
+        z = (z ^ v).wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+    }
+    ChaCha8Rng::seed_from_u64(z)
+}
+
+/// The epoch's order of `len` images: a permutation fixed by `(seed, epoch)`.
+pub fn epoch_order(len: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..len).collect();
+    order.shuffle(&mut sample_rng(seed, epoch as u64, u64::MAX));
+    order
+}
+
+impl Loader {
+    pub fn new(dataset: &Dataset, config: &DataConfig, batch: usize, seed: u64, epoch: usize) -> Result<Loader> {
+        let views = Views::new(&config.views, config.size, dataset.normalize())?;
+        let pool = match config.workers {
+            0 => None,
+            n => Some(rayon::ThreadPoolBuilder::new().num_threads(n).build().context("starting loader threads")?),
+        };
+        let order = epoch_order(dataset.len(), seed, epoch);
+        let dataset = dataset.clone();
+        let (tx, rx) = sync_channel(PREFETCH);
+        let worker = std::thread::spawn(move || {
+            for indices in order.chunks_exact(batch) {
+                let make = || make_batch(&dataset, &views, indices, seed, epoch as u64);
+                let made = match &pool {
+                    Some(pool) => pool.install(make),
+                    None => make(),
+                };
+                let failed = made.is_err();
+                // A closed channel means the trainer stopped early: nothing more to make.
+                if tx.send(made).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(Loader { rx: Some(rx), worker: Some(worker) })
+    }
+}
+
+impl Iterator for Loader {
+    type Item = Result<Batch>;
+    fn next(&mut self) -> Option<Result<Batch>> {
+        self.rx.as_ref()?.recv().ok()
+    }
+}
+
+impl Drop for Loader {
+    fn drop(&mut self) {
+        self.rx.take();
+        if let Some(w) = self.worker.take() {
+            w.join().ok();
+        }
+    }
+}
+
+fn make_batch(dataset: &Dataset, views: &Views, indices: &[usize], seed: u64, epoch: u64) -> Result<Batch> {
+    let len = 3 * views.size * views.size;
+    let n = indices.len();
+    let (mut view_a, mut view_b) = (vec![0f32; n * len], vec![0f32; n * len]);
+    let used: Vec<usize> = view_a
+        .par_chunks_mut(len)
+        .zip(view_b.par_chunks_mut(len))
+        .zip(indices.par_iter())
+        .map(|((a, b), &i)| {
+            let (used, img) = load_or_skip(dataset, i)?;
+            views.pair(&img, &mut sample_rng(seed, epoch, i as u64), a, b);
+            Ok(used)
+        })
+        .collect::<Result<_>>()?;
+    let labels = dataset.labels().map(|l| used.iter().map(|&i| l[i]).collect());
+    Ok(Batch { view_a, view_b, labels, indices: used, shape: [n, 3, views.size, views.size] })
+}
+
+/// Image `i`, or when it cannot be read, the next readable one (warning once per file): one
+/// corrupt file in a large folder should not end a long run. The substitute is fixed, so batches
+/// stay deterministic.
+fn load_or_skip(dataset: &Dataset, i: usize) -> Result<(usize, Image)> {
+    let mut last = None;
+    for k in 0..MAX_SKIPS.min(dataset.len()) {
+        let j = (i + k) % dataset.len();
+        match dataset.image(j) {
+            Ok(img) => return Ok((j, img)),
+            Err(e) => {
+                if SKIPPED.lock().map(|mut s| s.insert(j)).unwrap_or(false) {
+                    eprintln!("warning: skipping an unreadable image: {e:#}");
+                }
+                last = Some(e);
+            }
+        }
+    }
+    let e = last.expect("at least one attempt");
+    bail!("{MAX_SKIPS} consecutive images could not be read, the last: {e:#}")
+}
+
+/// Evaluation images in dataset order, `N × 3 × size × size`, with labels when known.
+pub struct EvalBatch {
+    pub images: Vec<f32>,
+    pub labels: Option<Vec<u32>>,
+    pub shape: [usize; 4],
+}
+
+/// The whole dataset in order through the deterministic evaluation view. Unlike training, an
+/// unreadable image is an error: features must stay aligned with labels and ids.
+pub fn eval_batches<'a>(dataset: &'a Dataset, views: &'a Views, batch: usize) -> impl Iterator<Item = Result<EvalBatch>> + 'a {
+    let len = 3 * views.size * views.size;
+    (0..dataset.len()).step_by(batch.max(1)).map(move |start| {
+        let end = (start + batch).min(dataset.len());
+        let mut images = vec![0f32; (end - start) * len];
+        images.par_chunks_mut(len).zip(start..end).try_for_each(|(out, i)| {
+            views.eval(&dataset.image(i)?, out);
+            Ok::<_, anyhow::Error>(())
+        })?;
+        let labels = dataset.labels().map(|l| l[start..end].to_vec());
+        Ok(EvalBatch { images, labels, shape: [end - start, 3, views.size, views.size] })
+    })
+}

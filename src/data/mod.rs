@@ -1,0 +1,158 @@
+//! Data: datasets on disk, downloads, the paper's two-view augmentations and the parallel loader.
+
+pub mod datasets;
+pub mod download;
+pub mod loader;
+pub mod preview;
+pub mod views;
+
+pub use datasets::{Split, open};
+pub use loader::{Batch, EvalBatch, Loader, eval_batches};
+pub use views::{Image, Normalize, Views};
+
+use crate::config::DataConfig;
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// A set of images with optional labels. Cheap to clone: the pixels are shared.
+#[derive(Clone)]
+pub struct Dataset {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    name: String,
+    images: Images,
+    labels: Option<Vec<u32>>,
+    classes: Vec<String>,
+    normalize: Normalize,
+}
+
+/// Where the pixels are: decoded in memory (the binary formats) or files decoded on demand.
+pub(crate) enum Images {
+    /// `count × height × width × channels` bytes, channels 1 or 3.
+    Raw { pixels: Vec<u8>, height: usize, width: usize, channels: usize },
+    Files(Vec<PathBuf>),
+}
+
+impl Dataset {
+    pub(crate) fn new(
+        name: String,
+        images: Images,
+        labels: Option<Vec<u32>>,
+        classes: Vec<String>,
+        normalize: Normalize,
+    ) -> Dataset {
+        Dataset { inner: Arc::new(Inner { name, images, labels, classes, normalize }) }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    pub fn len(&self) -> usize {
+        match &self.inner.images {
+            Images::Raw { pixels, height, width, channels } => pixels.len() / (height * width * channels),
+            Images::Files(paths) => paths.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn labels(&self) -> Option<&[u32]> {
+        self.inner.labels.as_deref()
+    }
+
+    pub fn classes(&self) -> &[String] {
+        &self.inner.classes
+    }
+
+    pub fn num_classes(&self) -> usize {
+        self.inner.classes.len()
+    }
+
+    /// The per-channel statistics used to normalise this dataset's views.
+    pub fn normalize(&self) -> Normalize {
+        self.inner.normalize
+    }
+
+    /// A name for image `i` in messages and embedding files: its path, or `name[i]`.
+    pub fn id(&self, i: usize) -> String {
+        match &self.inner.images {
+            Images::Files(paths) => paths[i].display().to_string(),
+            Images::Raw { .. } => format!("{}[{i}]", self.inner.name),
+        }
+    }
+
+    /// Image `i` as RGB in [0, 1]; grayscale becomes three equal channels.
+    pub fn image(&self, i: usize) -> Result<Image> {
+        match &self.inner.images {
+            Images::Raw { pixels, height, width, channels } => {
+                let len = height * width * channels;
+                Ok(Image::from_bytes(&pixels[i * len..(i + 1) * len], *width, *height, *channels))
+            }
+            Images::Files(paths) => datasets::decode(&paths[i]),
+        }
+    }
+
+    /// The images at `indices`, in that order.
+    pub fn subset(&self, indices: &[usize]) -> Dataset {
+        let inner = &self.inner;
+        let images = match &inner.images {
+            Images::Raw { pixels, height, width, channels } => {
+                let len = height * width * channels;
+                Images::Raw {
+                    pixels: indices.iter().flat_map(|&i| &pixels[i * len..(i + 1) * len]).copied().collect(),
+                    height: *height,
+                    width: *width,
+                    channels: *channels,
+                }
+            }
+            Images::Files(paths) => Images::Files(indices.iter().map(|&i| paths[i].clone()).collect()),
+        };
+        let labels = inner.labels.as_ref().map(|l| indices.iter().map(|&i| l[i]).collect());
+        Dataset::new(inner.name.clone(), images, labels, inner.classes.clone(), inner.normalize)
+    }
+
+    /// `n` images spread evenly over the dataset (all when `n` is larger), so that a limit on
+    /// a class-sorted folder still sees every class.
+    pub fn spread(&self, n: usize) -> Dataset {
+        if n >= self.len() {
+            return self.clone();
+        }
+        let indices: Vec<usize> = (0..n).map(|k| k * self.len() / n).collect();
+        self.subset(&indices)
+    }
+}
+
+/// The labeled splits the kNN monitor and the linear probe use.
+pub struct Monitor {
+    pub train: Dataset,
+    pub test: Dataset,
+}
+
+/// The pretraining set (labels, when present, are ignored by training).
+pub fn open_train(config: &DataConfig) -> Result<Dataset> {
+    let set = open(config, Split::Pretrain)?;
+    Ok(match config.limit {
+        Some(n) => set.spread(n),
+        None => set,
+    })
+}
+
+/// Labeled train and test splits, or `None` when the dataset has no labels.
+pub fn open_monitor(config: &DataConfig) -> Result<Option<Monitor>> {
+    let train = open(config, Split::Train).context("opening the kNN monitor's train split")?;
+    if train.labels().is_none() {
+        return Ok(None);
+    }
+    let test = match open(config, Split::Test) {
+        Ok(test) if test.labels().is_some() => test,
+        Ok(_) => return Ok(None),
+        Err(e) => return Err(e.context("opening the kNN monitor's test split")),
+    };
+    Ok(Some(Monitor { train, test }))
+}
