@@ -25,7 +25,9 @@ pub struct RunState {
 /// Saves a checkpoint to `path`, atomically.
 pub fn save(path: &Path, state: &RunState, model: &BarlowTwins, optim: &ModuleOptimizer) -> Result<()> {
     let mut store = BurnpackStore::from_bytes(None);
-    model.save_into(&mut store).context("serialising the model")?;
+    // burn holds a BatchNorm's latest running-statistics update aside until the next forward
+    // pass; `valid()` commits it, so the file has the statistics the live model goes on with.
+    burn::module::Module::valid(model).save_into(&mut store).context("serialising the model")?;
     let model_bytes = store.get_bytes().context("serialising the model")?;
     let optim_bytes = optim.to_record().into_bytes().context("serialising the optimizer state")?;
     let state_bytes = serde_json::to_vec(state)?;
@@ -92,14 +94,29 @@ impl Checkpoint {
     }
 
     /// Loads the weights into `model` (built from the same config) and the state into `optim`.
-    pub fn apply(self, mut model: BarlowTwins, optim: ModuleOptimizer) -> Result<(BarlowTwins, ModuleOptimizer)> {
-        let mut store = BurnpackStore::from_bytes(Some(self.model));
-        let result = model.load_from(&mut store).context("loading the model weights")?;
-        if !result.errors.is_empty() || !result.missing.is_empty() {
-            bail!("the checkpoint's model does not fit this config: {result}");
-        }
+    pub fn apply(self, model: BarlowTwins, optim: ModuleOptimizer) -> Result<(BarlowTwins, ModuleOptimizer)> {
+        let model = load_weights(model, self.model)?;
         // Optimizer state is keyed by parameter id, which the model's burnpack carries across.
         let optim = optim.from_bytes(self.optim).context("loading the optimizer state")?;
         Ok((model, optim))
     }
+}
+
+/// The model of a checkpoint, built from the config saved inside it, on `device`.
+pub fn load_model(path: &Path, device: &burn::tensor::Device) -> Result<(crate::config::Config, BarlowTwins)> {
+    let ckpt = Checkpoint::read(path)?;
+    let config = crate::config::Config::parse(&ckpt.state.config, &[])
+        .with_context(|| format!("the config saved in {}", path.display()))?;
+    let model = load_weights(config.model().init(device), ckpt.model)
+        .with_context(|| format!("loading the model of {}", path.display()))?;
+    Ok((config, model))
+}
+
+fn load_weights(mut model: BarlowTwins, bytes: Bytes) -> Result<BarlowTwins> {
+    let mut store = BurnpackStore::from_bytes(Some(bytes));
+    let result = model.load_from(&mut store).context("reading the model weights")?;
+    if !result.errors.is_empty() || !result.missing.is_empty() {
+        bail!("the weights do not fit the config: {result}");
+    }
+    Ok(model)
 }

@@ -4,12 +4,13 @@ use crate::model::{Arch, BarlowTwinsConfig, ResNetConfig, Stem};
 use crate::optim::LarsConfig;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// The presets under `configs/`, compiled in so that `--config NAME` works from anywhere.
-pub const PRESETS: [(&str, &str); 3] = [
+pub const PRESETS: [(&str, &str); 4] = [
     ("quick", include_str!("../configs/quick.toml")),
     ("cifar10", include_str!("../configs/cifar10.toml")),
+    ("cifar10-cpu", include_str!("../configs/cifar10-cpu.toml")),
     ("imagenet", include_str!("../configs/imagenet.toml")),
 ];
 
@@ -153,11 +154,6 @@ impl Config {
 
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("a config serialises")
-    }
-
-    pub fn from_file(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        Self::parse(&text, &[]).with_context(|| format!("in {}", path.display()))
     }
 
     fn validate(&self) -> Result<()> {

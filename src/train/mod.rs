@@ -1,5 +1,8 @@
-//! Pretraining: the step, and (later) the loop with checkpoints and monitoring.
+//! Pretraining: the step, the loop with checkpoints and monitoring, and its metrics log.
 
+pub mod metrics;
+pub mod run;
 pub mod step;
 
+pub use run::{Summary, checkpoint_path, train};
 pub use step::{StepStats, train_step};

@@ -1,0 +1,188 @@
+//! `barlow train`: the pretraining loop with progress, metrics, checkpoints and the kNN monitor.
+
+use super::metrics::{EpochRecord, Metrics, StepRecord};
+use super::step::{StepStats, train_step};
+use crate::checkpoint::{self, Checkpoint, RunState};
+use crate::config::Config;
+use crate::data;
+use crate::eval::{Accuracy, knn_accuracy};
+use crate::model::BarlowTwins;
+use crate::optim::Schedule;
+use crate::{backend, features};
+use anyhow::{Context, Result, bail};
+use burn::module::Module;
+use burn::tensor::{Device, Tensor, TensorData};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// The checkpoint file inside a run directory.
+pub fn checkpoint_path(out: &Path) -> PathBuf {
+    out.join("checkpoint.bin")
+}
+
+/// What a finished (or stopped) run reports.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub epochs: usize,
+    pub steps: usize,
+    pub last_loss: f64,
+    pub knn: Option<Accuracy>,
+}
+
+/// Trains as `config` says, writing into `out`; with `resume`, continues from `out`'s checkpoint.
+pub fn train(config: &Config, out: &Path, resume: bool) -> Result<Summary> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating run directory {}", out.display()))?;
+    let ckpt_path = checkpoint_path(out);
+    let device = backend::device(&config.train.backend)?.autodiff();
+    device.seed(config.train.seed);
+
+    let train_set = data::open_train(&config.data)?;
+    let monitor = match config.train.knn_every {
+        0 => None,
+        _ => data::open_monitor(&config.data)?,
+    };
+    let batch = config.optim.batch_size;
+    let steps_per_epoch = train_set.len() / batch;
+    if steps_per_epoch == 0 {
+        bail!("the dataset has {} images, fewer than one batch of {batch}", train_set.len());
+    }
+    let schedule = Schedule::new(batch, config.optim.epochs, config.optim.warmup_epochs, steps_per_epoch);
+
+    let mut model = config.model().init(&device);
+    let mut optim = config.lars().init();
+    let mut state = RunState { epoch: 0, step: 0, config: config.to_toml() };
+    if resume {
+        let ckpt = Checkpoint::read(&ckpt_path)?;
+        let saved = Config::parse(&ckpt.state.config, &[]).context("the checkpoint's config")?;
+        // The optimiser's settings may change (say, a lower learning rate after a divergence);
+        // the network and its data may not.
+        if saved.model != config.model || saved.data != config.data || saved.optim.batch_size != config.optim.batch_size {
+            bail!("{}: the checkpoint was made with another model, data or batch size; resume with the \
+                   run's own config (saved in {})", ckpt_path.display(), out.join("config.toml").display());
+        }
+        if saved.optim != config.optim {
+            eprintln!("note: resuming with changed optimiser settings: {:?}", config.optim);
+            std::fs::write(out.join("config.toml"), config.to_toml())?;
+        }
+        state = ckpt.state.clone();
+        (model, optim) = ckpt.apply(model, optim)?;
+        eprintln!("resuming {} at epoch {} (step {})", out.display(), state.epoch, state.step);
+    } else {
+        std::fs::write(out.join("config.toml"), config.to_toml())?;
+    }
+    let metrics_path = out.join("metrics.jsonl");
+    if resume {
+        // Steps logged after the checkpoint (by a killed run) are about to be redone.
+        super::metrics::truncate_after(&metrics_path, state.step)?;
+    }
+    let mut metrics = Metrics::open(&metrics_path, resume)?;
+    let mut knn = None;
+    if !resume && let Some(m) = &monitor {
+        let acc = knn_monitor(&model, m, config)?;
+        eprintln!("epoch 0 (random init): kNN top-1 {:.2}%  top-5 {:.2}%", acc.top1, acc.top5);
+        metrics.epoch(&EpochRecord { epoch: 0, step: 0, loss: None, knn_top1: Some(acc.top1),
+            knn_top5: Some(acc.top5), seconds: 0.0 })?;
+        knn = Some(acc);
+    }
+
+    let mut last = StepStats::default();
+    let max_steps = config.train.max_steps.unwrap_or(usize::MAX);
+    let mut steps_here = 0;
+    while state.epoch < config.optim.epochs && steps_here < max_steps {
+        let epoch = state.epoch;
+        let bar = progress_bar(steps_per_epoch, epoch, config.optim.epochs);
+        let started = Instant::now();
+        let mut loss_sum = 0.0;
+        let loader = data::Loader::new(&train_set, &config.data, batch, config.train.seed, epoch)?;
+        for (i, views) in loader.enumerate() {
+            let views = views?;
+            let t0 = Instant::now();
+            let lr = schedule.factor(state.step);
+            let (y1, y2) = (to_tensor(&views.view_a, views.shape, &device), to_tensor(&views.view_b, views.shape, &device));
+            let (next, loss) = train_step(model, &mut optim, y1, y2, lr);
+            let stats = StepStats::read(&loss);
+            if !stats.loss.is_finite() {
+                bar.abandon();
+                bail!(
+                    "the loss became {} at epoch {epoch}, step {} (lr factor {lr:.4}); training stopped. \
+                     The last good checkpoint is {} — lower the learning rate and resume.",
+                    stats.loss, state.step, ckpt_path.display()
+                );
+            }
+            model = next;
+            last = stats;
+            loss_sum += stats.loss;
+            state.step += 1;
+            steps_here += 1;
+            let images_per_s = batch as f64 / t0.elapsed().as_secs_f64();
+            metrics.step(&StepRecord { epoch, step: state.step, lr_factor: lr, images_per_s, stats })?;
+            bar.set_message(format!(
+                "loss {:.1} (inv {:.1} red {:.0}) lr {:.4} {images_per_s:.0} img/s",
+                stats.loss, stats.on_diag, stats.off_diag, lr * config.optim.lr_weights
+            ));
+            bar.inc(1);
+            if i + 1 == steps_per_epoch || steps_here >= max_steps {
+                break;
+            }
+        }
+        bar.finish_and_clear();
+        if steps_here >= max_steps && state.step % steps_per_epoch != 0 {
+            break; // a partial epoch is neither summarised nor checkpointed
+        }
+        state.epoch += 1;
+        let every = config.train.knn_every;
+        let acc = match &monitor {
+            Some(m) if every > 0 && (state.epoch % every == 0 || state.epoch == config.optim.epochs) => {
+                Some(knn_monitor(&model, m, config)?)
+            }
+            _ => None,
+        };
+        knn = acc.or(knn);
+        let mean = loss_sum / steps_per_epoch as f64;
+        let seconds = started.elapsed().as_secs_f64();
+        metrics.epoch(&EpochRecord { epoch: state.epoch, step: state.step, loss: Some(mean),
+            knn_top1: acc.map(|a| a.top1), knn_top5: acc.map(|a| a.top5), seconds })?;
+        let knn_text = acc.map(|a| format!("  kNN top-1 {:.2}% top-5 {:.2}%", a.top1, a.top5)).unwrap_or_default();
+        eprintln!(
+            "epoch {}/{}: loss {mean:.2}  {:.0} img/s  {seconds:.0}s{knn_text}",
+            state.epoch, config.optim.epochs, (steps_per_epoch * batch) as f64 / seconds
+        );
+        checkpoint::save(&ckpt_path, &state, &model, &optim)?;
+    }
+    Ok(Summary { epochs: state.epoch, steps: state.step, last_loss: last.loss, knn })
+}
+
+/// kNN accuracy of the encoder's features (eval-mode BatchNorm) on the monitor's splits.
+pub fn knn_monitor(model: &BarlowTwins, monitor: &data::Monitor, config: &Config) -> Result<Accuracy> {
+    let encoder = model.backbone.valid();
+    let device = encoder.devices().into_iter().next().expect("a device");
+    let views = data::Views::new(&config.data.views, config.data.size, monitor.train.normalize())?;
+    let train = features::encode(&encoder, &monitor.train, &views, &device)?;
+    let test = features::encode(&encoder, &monitor.test, &views, &device)?;
+    Ok(knn_accuracy(
+        train,
+        monitor.train.labels().context("the kNN monitor needs labels")?,
+        test,
+        monitor.test.labels().context("the kNN monitor needs labels")?,
+        monitor.train.num_classes(),
+        config.train.knn_k,
+        config.train.knn_t,
+    ))
+}
+
+pub fn to_tensor(values: &[f32], shape: [usize; 4], device: &Device) -> Tensor<4> {
+    Tensor::from_data(TensorData::new(values.to_vec(), shape), device)
+}
+
+fn progress_bar(steps: usize, epoch: usize, epochs: usize) -> ProgressBar {
+    let bar = ProgressBar::new(steps as u64);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "epoch {}/{epochs} {{bar:30}} {{pos}}/{{len}} {{msg}} ETA {{eta}}",
+            epoch + 1
+        ))
+        .expect("a valid template"),
+    );
+    bar
+}

@@ -1,0 +1,111 @@
+//! `barlow train` end to end: learning on real data, exact resume after SIGKILL, NaN handling.
+
+use barlow::train::metrics::{self, Record};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// A network small enough that a few epochs take seconds: the embedded Fashion-MNIST sample.
+const TINY: [&str; 9] = [
+    "--set=data.limit=512",
+    "--set=data.size=16",
+    "--set=model.width=8",
+    "--set=model.projector=[64, 64]",
+    "--set=optim.batch_size=64",
+    "--set=optim.epochs=3",
+    "--set=optim.warmup_epochs=1",
+    "--set=train.knn_every=0",
+    "--set=train.seed=5",
+];
+
+fn barlow(out: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_barlow"));
+    cmd.args(["train", "--config", "quick", "--out"]).arg(out).args(TINY).args(extra);
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let output = cmd.output().expect("barlow runs");
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "barlow failed: {text}");
+    output
+}
+
+/// Every tensor of the checkpoint's model (the file itself also holds random parameter ids).
+fn weights(out: &Path) -> Vec<u8> {
+    use burn::store::{ModuleSnapshot, SafetensorsStore};
+    let device = barlow::backend::device("auto").unwrap();
+    let (_, model) = barlow::checkpoint::load_model(&out.join("checkpoint.bin"), &device).unwrap();
+    let mut store = SafetensorsStore::from_bytes(None);
+    model.save_into(&mut store).unwrap();
+    store.get_bytes().unwrap()
+}
+
+#[test]
+fn a_run_killed_and_resumed_ends_with_the_same_weights() {
+    let whole = tempfile::tempdir().unwrap();
+    run(&mut barlow(whole.path(), &[]));
+
+    let broken = tempfile::tempdir().unwrap();
+    let ckpt = broken.path().join("checkpoint.bin");
+    let mut child = barlow(broken.path(), &[]).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let start = Instant::now();
+    // Kill it in the second epoch, after the first checkpoint landed.
+    while !ckpt.exists() {
+        assert!(start.elapsed() < Duration::from_secs(300), "no checkpoint appeared");
+        assert!(child.try_wait().unwrap().is_none(), "finished before it could be killed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    run(Command::new(env!("CARGO_BIN_EXE_barlow")).args(["train", "--resume", "--out"]).arg(broken.path()));
+
+    let (a, b) = (weights(whole.path()), weights(broken.path()));
+    let (a, b) = (safetensors::SafeTensors::deserialize(&a).unwrap(), safetensors::SafeTensors::deserialize(&b).unwrap());
+    let differ: Vec<String> = a.names().into_iter()
+        .filter(|n| b.tensor(n).map(|t| t.data() != a.tensor(n).unwrap().data()).unwrap_or(true))
+        .map(|n| n.to_string()).collect();
+    assert!(differ.is_empty(), "resumed weights differ from the uninterrupted run's: {differ:?}");
+    assert_eq!(a.names().len(), b.names().len());
+    let steps = |p: &Path| -> Vec<usize> {
+        metrics::read(&p.join("metrics.jsonl")).unwrap().iter()
+            .filter_map(|r| match r { Record::Step(s) => Some(s.step), _ => None }).collect()
+    };
+    assert_eq!(steps(broken.path()), steps(whole.path()), "the log holds each step once");
+}
+
+#[test]
+fn a_diverging_loss_stops_training_and_keeps_the_last_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    run(&mut barlow(dir.path(), &["--set=train.max_steps=8"]));
+    let ckpt = dir.path().join("checkpoint.bin");
+    let before = std::fs::read(&ckpt).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_barlow"))
+        .args(["train", "--resume", "--out"])
+        .arg(dir.path())
+        .args(["--set=optim.lr_weights=1e30", "--set=optim.lr_biases=1e30"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{text}");
+    assert!(text.contains("the loss became") && text.contains("checkpoint.bin"), "{text}");
+    assert_eq!(std::fs::read(&ckpt).unwrap(), before, "the last good checkpoint is kept");
+    // And it goes on from there with a sane learning rate.
+    run(Command::new(env!("CARGO_BIN_EXE_barlow")).args(["train", "--resume", "--set=optim.lr_weights=0.3", "--out"]).arg(dir.path()));
+}
+
+/// The README's main job, shortened: the quick preset learns features that beat random ones.
+#[test]
+fn the_quick_preset_learns() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run(Command::new(env!("CARGO_BIN_EXE_barlow"))
+        .args(["train", "--out"])
+        .arg(dir.path())
+        .args(["--set=data.limit=3072", "--epochs=2", "--set=optim.warmup_epochs=1"]));
+    let knn: Vec<f64> = metrics::read(&dir.path().join("metrics.jsonl")).unwrap().iter()
+        .filter_map(|r| match r { Record::Epoch(e) => e.knn_top1, _ => None }).collect();
+    assert_eq!(knn.len(), 3, "kNN at initialisation and after each epoch: {knn:?}");
+    assert!(knn[2] > knn[0] + 5.0, "kNN top-1 went from {:.1}% to {:.1}%", knn[0], knn[2]);
+    assert!(String::from_utf8_lossy(&output.stdout).contains("kNN top-1"));
+}
