@@ -16,12 +16,49 @@ pub struct Cli {
 pub enum Command {
     /// Pretrain an encoder with Barlow Twins.
     Train(TrainArgs),
+    /// Evaluate a checkpoint's encoder on a labeled dataset.
+    #[command(subcommand)]
+    Eval(EvalCommand),
+    /// Write a checkpoint's embeddings of a dataset (.npy or .safetensors, ids alongside).
+    Embed(crate::commands::EmbedArgs),
+    /// Write a checkpoint's encoder under torchvision's names (loads with strict=True).
+    Export(ExportArgs),
+    /// Redraw a run's pictures: curves.png and correlation.png.
+    Plot {
+        /// The run directory.
+        run: PathBuf,
+    },
     /// Look at the data.
     #[command(subcommand)]
     Data(DataCommand),
     /// Measure speed.
     #[command(subcommand)]
     Bench(Bench),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EvalCommand {
+    /// Weighted kNN (cosine, k=200, T=0.1 unless given) on the test split.
+    Knn {
+        #[command(flatten)]
+        checkpoint: crate::commands::CheckpointArgs,
+        #[arg(long)]
+        k: Option<usize>,
+        #[arg(long)]
+        t: Option<f64>,
+    },
+    /// A linear classifier on the frozen encoder's features.
+    Linear(crate::commands::LinearArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub checkpoint: crate::commands::CheckpointArgs,
+    #[arg(long, default_value = "safetensors")]
+    pub format: String,
+    #[arg(long, short, default_value = "encoder.safetensors")]
+    pub out: PathBuf,
 }
 
 #[derive(Subcommand, Debug)]
@@ -38,12 +75,9 @@ pub enum Bench {
     Loader(crate::bench::LoaderArgs),
 }
 
-/// Which configuration: a preset or file, with overrides.
+/// Changes to a config on the command line.
 #[derive(clap::Args, Debug, Clone, Default)]
-pub struct ConfigArgs {
-    /// A preset (quick, cifar10, imagenet) or a TOML file [default: quick].
-    #[arg(long, short)]
-    pub config: Option<String>,
+pub struct Overrides {
     /// Override a config value, e.g. `--set optim.epochs=100 --set data.root=/data/cifar`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
@@ -52,18 +86,31 @@ pub struct ConfigArgs {
     pub data: Option<PathBuf>,
 }
 
-impl ConfigArgs {
-    fn overrides(&self) -> Vec<String> {
+impl Overrides {
+    /// The `key.path=value` assignments, `--data` included.
+    pub fn list(&self) -> Vec<String> {
         let mut overrides = self.set.clone();
         if let Some(root) = &self.data {
             overrides.push(format!("data.root={:?}", root.display().to_string()));
         }
         overrides
     }
+}
 
+/// Which configuration: a preset or file, with overrides.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ConfigArgs {
+    /// A preset (quick, cifar10, cifar10-cpu, imagenet) or a TOML file [default: quick].
+    #[arg(long, short)]
+    pub config: Option<String>,
+    #[command(flatten)]
+    pub overrides: Overrides,
+}
+
+impl ConfigArgs {
     /// The named config (or `fallback` when none is named) with the overrides applied.
     pub fn load(&self, fallback: &str) -> Result<Config> {
-        Config::load(self.config.as_deref().unwrap_or(fallback), &self.overrides())
+        Config::load(self.config.as_deref().unwrap_or(fallback), &self.overrides.list())
     }
 }
 
@@ -105,6 +152,11 @@ pub struct PreviewArgs {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(args) => train(args),
+        Command::Eval(EvalCommand::Knn { checkpoint, k, t }) => crate::commands::knn(&checkpoint, k, t).map(|_| ()),
+        Command::Eval(EvalCommand::Linear(args)) => crate::commands::linear(&args).map(|_| ()),
+        Command::Embed(args) => crate::commands::embed(&args),
+        Command::Export(args) => crate::commands::export(&args.checkpoint, &args.format, &args.out),
+        Command::Plot { run } => crate::commands::plot(&run),
         Command::Data(DataCommand::Preview(args)) => preview(args),
         Command::Bench(Bench::Step(args)) => crate::bench::step(&args).map(|_| ()),
         Command::Bench(Bench::Loader(args)) => crate::bench::loader(&args).map(|_| ()),
@@ -113,10 +165,10 @@ pub fn run(cli: Cli) -> Result<()> {
 
 fn train(mut args: TrainArgs) -> Result<()> {
     if let Some(backend) = &args.backend {
-        args.config.set.push(format!("train.backend={backend:?}"));
+        args.config.overrides.set.push(format!("train.backend={backend:?}"));
     }
     if let Some(epochs) = args.epochs {
-        args.config.set.push(format!("optim.epochs={epochs}"));
+        args.config.overrides.set.push(format!("optim.epochs={epochs}"));
     }
     // A resumed run continues with its own saved config.
     let fallback = match args.resume {

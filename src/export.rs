@@ -54,8 +54,23 @@ pub fn import(mut encoder: ResNet, path: &Path) -> Result<ResNet> {
             encoder.load_from(&mut store).map_err(|e| anyhow::anyhow!("{e}"))
         }
         "pth" | "pt" | "tar" => {
-            let mut store = PytorchStore::from_file(path).remap(remap).allow_partial(true);
-            encoder.load_from(&mut store).map_err(|e| anyhow::anyhow!("{e}"))
+            // A bare state dict, or a training checkpoint holding it under `state_dict` / `model`.
+            let mut last = None;
+            for key in [None, Some("state_dict"), Some("model")] {
+                let mut store = PytorchStore::from_file(path).remap(remap.clone()).allow_partial(true);
+                if let Some(key) = key {
+                    store = store.with_top_level_key(key);
+                }
+                match encoder.load_from(&mut store) {
+                    Ok(r) if r.applied.is_empty() => last = Some(Ok(r)),
+                    Ok(r) => {
+                        last = Some(Ok(r));
+                        break;
+                    }
+                    Err(e) => last = Some(Err(anyhow::anyhow!("{e}"))),
+                }
+            }
+            last.expect("at least one attempt")
         }
         _ => bail!("{}: expected a .safetensors, .pth or .pt file", path.display()),
     }

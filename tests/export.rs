@@ -122,3 +122,23 @@ fn torchvision_loads_the_export_strictly_and_agrees() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// An official-style training checkpoint (`model` entry, `module.backbone.` prefixes, fc and
+/// BatchNorm counters) loads without running pickle code, and so does the plain safetensors.
+#[test]
+fn a_pytorch_checkpoint_imports_with_its_prefixes() {
+    let device = barlow::backend::device("auto").unwrap();
+    let fresh = || ResNetConfig::new(Arch::Resnet18).with_stem(Stem::Cifar).with_width(4).init(&device);
+    let want = common::read_safetensors(&common::fixture("import_r18_w4.safetensors"));
+    for file in ["import_r18_w4.pth", "import_r18_w4.safetensors"] {
+        let net = barlow::export::import(fresh(), &common::fixture(file)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("back.safetensors");
+        barlow::export::export_safetensors(&net, &out).unwrap();
+        let got = common::read_safetensors(&out);
+        for (name, (shape, values)) in &want {
+            let (s, v) = &got[name];
+            assert_eq!((s, v), (shape, values), "{file}: {name}");
+        }
+    }
+}

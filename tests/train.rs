@@ -108,4 +108,34 @@ fn the_quick_preset_learns() {
     assert_eq!(knn.len(), 3, "kNN at initialisation and after each epoch: {knn:?}");
     assert!(knn[2] > knn[0] + 5.0, "kNN top-1 went from {:.1}% to {:.1}%", knn[0], knn[2]);
     assert!(String::from_utf8_lossy(&output.stdout).contains("kNN top-1"));
+    for png in ["curves.png", "correlation.png"] {
+        let img = image::open(dir.path().join(png)).unwrap();
+        assert!(img.width() >= 600 && img.height() >= 400, "{png}");
+    }
+
+    // What users do next with the checkpoint.
+    let cli = |args: &[&str]| {
+        let out = run(Command::new(env!("CARGO_BIN_EXE_barlow")).args(args));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let ckpt = dir.path().join("checkpoint.bin");
+    let ckpt = ckpt.to_str().unwrap();
+    let knn_again = cli(&["eval", "knn", "-k", ckpt]);
+    assert!(knn_again.contains(&format!("top-1 {:.2}%", knn[2])), "the same kNN as training's last: {knn_again}");
+    let linear = cli(&["eval", "linear", "-k", ckpt, "--epochs", "10"]);
+    let top1: f64 = linear.split("top-1 ").nth(1).and_then(|s| s.split('%').next()).unwrap().parse().unwrap();
+    assert!(top1 > knn[0], "the linear probe ({top1}%) beats random-feature kNN ({}%)", knn[0]);
+    let few = cli(&["eval", "linear", "-k", ckpt, "--epochs", "10", "--labels", "0.1"]);
+    let used: usize = few.split("linear probe (").nth(1).and_then(|s| s.split(' ').next()).unwrap().parse().unwrap();
+    assert!((590..=610).contains(&used), "10% of 6000 labels, class by class: {few}");
+    let npy = dir.path().join("test.npy");
+    cli(&["embed", "-k", ckpt, "--out", npy.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&npy).unwrap().len(), 128 + 2000 * 128 * 4);
+    let ids = std::fs::read_to_string(dir.path().join("test.npy.ids.tsv")).unwrap();
+    assert_eq!(ids.lines().count(), 2001);
+    let exported = dir.path().join("encoder.safetensors");
+    cli(&["export", "-k", ckpt, "--out", exported.to_str().unwrap()]);
+    let device = barlow::backend::device("auto").unwrap();
+    let (config, _) = barlow::checkpoint::load_model(&dir.path().join("checkpoint.bin"), &device).unwrap();
+    barlow::export::import(config.model().encoder.init(&device), &exported).unwrap();
 }

@@ -156,12 +156,35 @@ pub struct EvalBatch {
 /// The whole dataset in order through the deterministic evaluation view. Unlike training, an
 /// unreadable image is an error: features must stay aligned with labels and ids.
 pub fn eval_batches<'a>(dataset: &'a Dataset, views: &'a Views, batch: usize) -> impl Iterator<Item = Result<EvalBatch>> + 'a {
+    ordered_batches(dataset, views, batch, move |img, _, out| views.eval(img, out))
+}
+
+/// The whole dataset in order, each image randomly cropped and flipped (fixed by `seed`,
+/// `epoch`), as the official linear evaluation trains its classifier.
+pub fn crop_flip_batches<'a>(
+    dataset: &'a Dataset,
+    views: &'a Views,
+    batch: usize,
+    seed: u64,
+    epoch: usize,
+) -> impl Iterator<Item = Result<EvalBatch>> + 'a {
+    ordered_batches(dataset, views, batch, move |img, i, out| {
+        views.crop_flip(img, &mut sample_rng(seed, epoch as u64, i as u64), out)
+    })
+}
+
+fn ordered_batches<'a>(
+    dataset: &'a Dataset,
+    views: &'a Views,
+    batch: usize,
+    view: impl Fn(&Image, usize, &mut [f32]) + Sync + 'a,
+) -> impl Iterator<Item = Result<EvalBatch>> + 'a {
     let len = 3 * views.size * views.size;
     (0..dataset.len()).step_by(batch.max(1)).map(move |start| {
         let end = (start + batch).min(dataset.len());
         let mut images = vec![0f32; (end - start) * len];
         images.par_chunks_mut(len).zip(start..end).try_for_each(|(out, i)| {
-            views.eval(&dataset.image(i)?, out);
+            view(&dataset.image(i)?, i, out);
             Ok::<_, anyhow::Error>(())
         })?;
         let labels = dataset.labels().map(|l| l[start..end].to_vec());

@@ -7,7 +7,7 @@ pub mod preview;
 pub mod views;
 
 pub use datasets::{Split, open};
-pub use loader::{Batch, EvalBatch, Loader, eval_batches};
+pub use loader::{Batch, EvalBatch, Loader, crop_flip_batches, eval_batches};
 pub use views::{Image, Normalize, Views};
 
 use crate::config::DataConfig;

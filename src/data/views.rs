@@ -391,6 +391,15 @@ impl Views {
         resize_box(img, b, self.size, self.size)
     }
 
+    /// RandomResizedCrop and flip only, normalised: the linear probe's training view.
+    pub fn crop_flip(&self, img: &Image, rng: &mut impl Rng, out: &mut [f32]) {
+        let mut view = random_resized_crop(img, self.size, rng);
+        if rng.random_bool(0.5) {
+            view = hflip(view);
+        }
+        self.normalize.apply(&view, out);
+    }
+
     pub fn eval(&self, img: &Image, out: &mut [f32]) {
         self.normalize.apply(&self.eval_image(img), out);
     }

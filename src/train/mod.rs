@@ -1,6 +1,7 @@
 //! Pretraining: the step, the loop with checkpoints and monitoring, and its metrics log.
 
 pub mod metrics;
+pub mod plots;
 pub mod run;
 pub mod step;
 

@@ -1,6 +1,7 @@
 //! `barlow train`: the pretraining loop with progress, metrics, checkpoints and the kNN monitor.
 
 use super::metrics::{EpochRecord, Metrics, StepRecord};
+use super::plots;
 use super::step::{StepStats, train_step};
 use crate::checkpoint::{self, Checkpoint, RunState};
 use crate::config::Config;
@@ -86,6 +87,7 @@ pub fn train(config: &Config, out: &Path, resume: bool) -> Result<Summary> {
         knn = Some(acc);
     }
 
+    let sample = plots::sample_batch(&train_set, config)?;
     let mut last = StepStats::default();
     let max_steps = config.train.max_steps.unwrap_or(usize::MAX);
     let mut steps_here = 0;
@@ -149,6 +151,14 @@ pub fn train(config: &Config, out: &Path, resume: bool) -> Result<Summary> {
             state.epoch, config.optim.epochs, (steps_per_epoch * batch) as f64 / seconds
         );
         checkpoint::save(&ckpt_path, &state, &model, &optim)?;
+        // Pictures are for people: failing to draw them must not stop training.
+        let drawn = plots::curves(out).and_then(|_| match &sample {
+            Some(b) => plots::correlation(out, &model, b, state.epoch).map(|_| ()),
+            None => Ok(()),
+        });
+        if let Err(e) = drawn {
+            eprintln!("warning: could not draw the run's pictures: {e:#}");
+        }
     }
     Ok(Summary { epochs: state.epoch, steps: state.step, last_loss: last.loss, knn })
 }

@@ -1,0 +1,221 @@
+//! What to do with a trained checkpoint: evaluate it, embed images, export weights, draw the run.
+
+use crate::checkpoint;
+use crate::config::Config;
+use crate::data::{self, Dataset, Split, Views};
+use crate::eval::{self, Accuracy, ProbeConfig, knn_accuracy};
+use crate::features;
+use crate::model::BarlowTwins;
+use anyhow::{Context, Result, bail};
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+use std::path::{Path, PathBuf};
+
+/// A checkpoint, and what may change when using it: where the data lies, the backend.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CheckpointArgs {
+    /// A run's `checkpoint.bin`, or its run directory.
+    #[arg(long, short = 'k')]
+    pub checkpoint: PathBuf,
+    #[command(flatten)]
+    pub overrides: crate::cli::Overrides,
+    #[arg(long)]
+    pub backend: Option<String>,
+}
+
+impl CheckpointArgs {
+    /// The checkpoint's config (with overrides) and model, on the chosen device.
+    pub fn load(&self) -> Result<(Config, BarlowTwins, Device)> {
+        let path = match self.checkpoint.is_dir() {
+            true => crate::train::checkpoint_path(&self.checkpoint),
+            false => self.checkpoint.clone(),
+        };
+        let ckpt = checkpoint::Checkpoint::read(&path)?;
+        let config = Config::parse(&ckpt.state.config, &self.overrides.list())
+            .with_context(|| format!("the config saved in {}", path.display()))?;
+        let backend = self.backend.clone().unwrap_or(config.train.backend.clone());
+        let device = crate::backend::device(&backend)?;
+        let (_, model) = checkpoint::load_model(&path, &device)?;
+        Ok((config, model.valid(), device))
+    }
+}
+
+/// Encoder features of a labeled split, with its labels.
+fn labeled_features(model: &BarlowTwins, set: &Dataset, views: &Views, device: &Device) -> Result<(Tensor<2>, Vec<u32>)> {
+    let labels = set.labels().with_context(|| format!("{} has no labels to evaluate with", set.name()))?.to_vec();
+    eprintln!("encoding {} images of {}", set.len(), set.name());
+    Ok((features::encode(&model.backbone, set, views, device)?, labels))
+}
+
+fn monitor(config: &Config) -> Result<data::Monitor> {
+    data::open_monitor(&config.data)?.context("evaluation needs a dataset with labeled train and test splits")
+}
+
+pub fn knn(args: &CheckpointArgs, k: Option<usize>, t: Option<f64>) -> Result<Accuracy> {
+    let (config, model, device) = args.load()?;
+    let m = monitor(&config)?;
+    let views = Views::new(&config.data.views, config.data.size, m.train.normalize())?;
+    let (train, train_labels) = labeled_features(&model, &m.train, &views, &device)?;
+    let (test, test_labels) = labeled_features(&model, &m.test, &views, &device)?;
+    let (k, t) = (k.unwrap_or(config.train.knn_k), t.unwrap_or(config.train.knn_t));
+    let acc = knn_accuracy(train, &train_labels, test, &test_labels, m.train.num_classes(), k, t);
+    println!("kNN (k={k}, T={t}) on {}: top-1 {:.2}%  top-5 {:.2}%", m.test.name(), acc.top1, acc.top5);
+    Ok(acc)
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct LinearArgs {
+    #[command(flatten)]
+    pub checkpoint: CheckpointArgs,
+    #[arg(long, default_value_t = 100)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// The classifier's learning rate.
+    #[arg(long, default_value_t = 0.3)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 1e-6)]
+    pub weight_decay: f64,
+    /// Train on this fraction of the labels, class-balanced (0.01 and 0.1 as the paper).
+    #[arg(long, default_value_t = 1.0)]
+    pub labels: f64,
+    /// Random crop and flip of the training images each epoch (re-encoding them), as the
+    /// official evaluate.py; without it, features are computed once.
+    #[arg(long)]
+    pub augment: bool,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+pub fn linear(args: &LinearArgs) -> Result<Accuracy> {
+    if !(args.labels > 0.0 && args.labels <= 1.0) {
+        bail!("--labels must be a fraction in (0, 1], got {}", args.labels);
+    }
+    let (config, model, device) = args.checkpoint.load()?;
+    let m = monitor(&config)?;
+    let views = Views::new(&config.data.views, config.data.size, m.train.normalize())?;
+    let subset = eval::label_subset(m.train.labels().context("labels")?, args.labels, args.seed);
+    let train_set = m.train.subset(&subset);
+    let (train, train_labels) = labeled_features(&model, &train_set, &views, &device)?;
+    let (test, test_labels) = labeled_features(&model, &m.test, &views, &device)?;
+    let probe_config = ProbeConfig::new()
+        .with_epochs(args.epochs)
+        .with_batch_size(args.batch_size)
+        .with_lr(args.lr)
+        .with_weight_decay(args.weight_decay)
+        .with_seed(args.seed);
+    let [_, dim] = train.dims();
+    let train_device = device.clone().autodiff();
+    let mut probe = eval::LinearProbe::new(dim, m.train.num_classes(), probe_config, &train_device);
+    for epoch in 0..args.epochs {
+        let features = match args.augment {
+            true => features::encode_crop_flip(&model.backbone, &train_set, &views, args.seed, epoch, &device)?,
+            false => train.clone(),
+        };
+        let loss = probe.fit_epoch(&features, &train_labels, epoch);
+        if (epoch + 1) % 10 == 0 || epoch + 1 == args.epochs {
+            eprintln!("linear probe epoch {}/{}: loss {loss:.4}", epoch + 1, args.epochs);
+        }
+    }
+    let acc = probe.accuracy(&test, &test_labels);
+    println!(
+        "linear probe ({} labeled images, {:.0}% of the labels, {} epochs{}) on {}: top-1 {:.2}%  top-5 {:.2}%",
+        train_set.len(), args.labels * 100.0, args.epochs, if args.augment { ", crop+flip" } else { "" },
+        m.test.name(), acc.top1, acc.top5
+    );
+    Ok(acc)
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct EmbedArgs {
+    #[command(flatten)]
+    pub checkpoint: CheckpointArgs,
+    /// `.npy` or `.safetensors`; image ids (and labels) go to `<out>.ids.tsv`.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// pretrain (the training images), train or test.
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Projector outputs instead of the encoder's features.
+    #[arg(long)]
+    pub projector: bool,
+}
+
+pub fn embed(args: &EmbedArgs) -> Result<()> {
+    let (config, model, device) = args.checkpoint.load()?;
+    let split = match args.split.as_str() {
+        "pretrain" => Split::Pretrain,
+        "train" => Split::Train,
+        "test" => Split::Test,
+        other => bail!("--split must be pretrain, train or test, not `{other}`"),
+    };
+    let set = data::open(&config.data, split)?;
+    let views = Views::new(&config.data.views, config.data.size, set.normalize())?;
+    let e = match args.projector {
+        true => features::project(&model, &set, &views, &device)?,
+        false => features::encode(&model.backbone, &set, &views, &device)?,
+    };
+    let [n, d] = e.dims();
+    let values = e.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    match args.out.extension().and_then(|e| e.to_str()) {
+        Some("npy") => checkpoint::write_atomically(&args.out, &npy(&values, n, d))?,
+        Some("safetensors") => {
+            let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![n, d], &bytes)?;
+            let bytes = safetensors::serialize([("embeddings", view)], None)?;
+            checkpoint::write_atomically(&args.out, &bytes)?;
+        }
+        _ => bail!("{}: the output must end in .npy or .safetensors", args.out.display()),
+    }
+    let mut ids = String::from("index\tid\tlabel\n");
+    for i in 0..n {
+        let label = set.labels().map(|l| l[i].to_string()).unwrap_or_default();
+        ids.push_str(&format!("{i}\t{}\t{label}\n", set.id(i)));
+    }
+    let ids_path = PathBuf::from(format!("{}.ids.tsv", args.out.display()));
+    checkpoint::write_atomically(&ids_path, ids.as_bytes())?;
+    println!("wrote {n}×{d} embeddings to {} and their ids to {}", args.out.display(), ids_path.display());
+    Ok(())
+}
+
+/// A NumPy `.npy` file (format 1.0) holding a little-endian `n×d` float32 array.
+pub fn npy(values: &[f32], n: usize, d: usize) -> Vec<u8> {
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({n}, {d}), }}");
+    // Magic, version and length take 10 bytes; the header ends in a newline at a multiple of 64.
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend((header.len() as u16).to_le_bytes());
+    out.extend(header.as_bytes());
+    out.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+    out
+}
+
+pub fn export(args: &CheckpointArgs, format: &str, out: &Path) -> Result<()> {
+    if format != "safetensors" {
+        bail!("--format {format} is not supported; use safetensors");
+    }
+    let (config, model, _) = args.load()?;
+    crate::export::export_safetensors(&model.backbone, out)?;
+    println!(
+        "wrote the {:?} encoder ({:?} stem, width {}) under torchvision names to {}",
+        config.model.arch, config.model.stem, config.model.width, out.display()
+    );
+    Ok(())
+}
+
+/// Redraws a run's `curves.png` and `correlation.png`.
+pub fn plot(run: &Path) -> Result<()> {
+    let args = CheckpointArgs { checkpoint: run.to_path_buf(), overrides: Default::default(), backend: None };
+    println!("wrote {}", crate::train::plots::curves(run)?.display());
+    let (config, model, _) = args.load()?;
+    let set = data::open_train(&config.data)?;
+    let sample = crate::train::plots::sample_batch(&set, &config)?;
+    let epoch = checkpoint::Checkpoint::read(&crate::train::checkpoint_path(run))?.state.epoch;
+    if let Some(sample) = sample {
+        println!("wrote {}", crate::train::plots::correlation(run, &model, &sample, epoch)?.display());
+    }
+    Ok(())
+}
