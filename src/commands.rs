@@ -25,11 +25,15 @@ pub struct CheckpointArgs {
 
 impl CheckpointArgs {
     /// The checkpoint's config (with overrides) and model, on the chosen device.
-    pub fn load(&self) -> Result<(Config, BarlowTwins, Device)> {
-        let path = match self.checkpoint.is_dir() {
+    pub fn path(&self) -> PathBuf {
+        match self.checkpoint.is_dir() {
             true => crate::train::checkpoint_path(&self.checkpoint),
             false => self.checkpoint.clone(),
-        };
+        }
+    }
+
+    pub fn load(&self) -> Result<(Config, BarlowTwins, Device)> {
+        let path = self.path();
         let ckpt = checkpoint::Checkpoint::read(&path)?;
         let config = Config::parse(&ckpt.state.config, &self.overrides.list())
             .with_context(|| format!("the config saved in {}", path.display()))?;
@@ -83,6 +87,11 @@ pub struct LinearArgs {
     /// official evaluate.py; without it, features are computed once.
     #[arg(long)]
     pub augment: bool,
+    /// Train the encoder too (on cropped and flipped images), with --lr-backbone.
+    #[arg(long)]
+    pub finetune: bool,
+    #[arg(long, default_value_t = 0.005)]
+    pub lr_backbone: f64,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }
@@ -96,6 +105,25 @@ pub fn linear(args: &LinearArgs) -> Result<Accuracy> {
     let views = Views::new(&config.data.views, config.data.size, m.train.normalize())?;
     let subset = eval::label_subset(m.train.labels().context("labels")?, args.labels, args.seed);
     let train_set = m.train.subset(&subset);
+    let mode = format!(
+        "{} labeled images, {:.0}% of the labels, {} epochs{}",
+        train_set.len(), args.labels * 100.0, args.epochs,
+        if args.finetune { ", fine-tuned" } else if args.augment { ", crop+flip" } else { "" }
+    );
+    if args.finetune {
+        let (_, model) = checkpoint::load_model(&args.checkpoint.path(), &device.clone().autodiff())?;
+        let config = eval::finetune::FinetuneConfig {
+            epochs: args.epochs,
+            batch_size: args.batch_size,
+            lr_head: args.lr,
+            lr_backbone: args.lr_backbone,
+            weight_decay: args.weight_decay,
+            seed: args.seed,
+        };
+        let acc = eval::finetune::finetune(model.backbone, &train_set, &m.test, &views, &config, &device.autodiff())?;
+        println!("fine-tuning ({mode}) on {}: top-1 {:.2}%  top-5 {:.2}%", m.test.name(), acc.top1, acc.top5);
+        return Ok(acc);
+    }
     let (train, train_labels) = labeled_features(&model, &train_set, &views, &device)?;
     let (test, test_labels) = labeled_features(&model, &m.test, &views, &device)?;
     let probe_config = ProbeConfig::new()
@@ -118,11 +146,7 @@ pub fn linear(args: &LinearArgs) -> Result<Accuracy> {
         }
     }
     let acc = probe.accuracy(&test, &test_labels);
-    println!(
-        "linear probe ({} labeled images, {:.0}% of the labels, {} epochs{}) on {}: top-1 {:.2}%  top-5 {:.2}%",
-        train_set.len(), args.labels * 100.0, args.epochs, if args.augment { ", crop+flip" } else { "" },
-        m.test.name(), acc.top1, acc.top5
-    );
+    println!("linear probe ({mode}) on {}: top-1 {:.2}%  top-5 {:.2}%", m.test.name(), acc.top1, acc.top5);
     Ok(acc)
 }
 

@@ -281,3 +281,19 @@ fn official_downloads_are_pinned() {
         }
     }
 }
+
+/// Debian's `dataset-fashion-mnist` (which .ci/run installs) is found without `data.root`.
+#[test]
+fn the_debian_fashion_mnist_is_found_first() {
+    if !Path::new("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists() {
+        eprintln!("skipped: install dataset-fashion-mnist to run this test");
+        return;
+    }
+    let mut c = Config::load("quick", &[]).unwrap().data;
+    c.dataset = "fashion-mnist".into();
+    let train = data::open(&c, Split::Train).unwrap();
+    let test = data::open(&c, Split::Test).unwrap();
+    assert_eq!((train.len(), test.len()), (60000, 10000));
+    let counts = (0..10).map(|k| train.labels().unwrap().iter().filter(|&&l| l == k).count());
+    assert!(counts.into_iter().all(|n| n == 6000));
+}

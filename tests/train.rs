@@ -128,6 +128,9 @@ fn the_quick_preset_learns() {
     let few = cli(&["eval", "linear", "-k", ckpt, "--epochs", "10", "--labels", "0.1"]);
     let used: usize = few.split("linear probe (").nth(1).and_then(|s| s.split(' ').next()).unwrap().parse().unwrap();
     assert!((590..=610).contains(&used), "10% of 6000 labels, class by class: {few}");
+    let tuned = cli(&["eval", "linear", "-k", ckpt, "--finetune", "--epochs", "2", "--labels", "0.1"]);
+    let top1: f64 = tuned.split("top-1 ").nth(1).and_then(|s| s.split('%').next()).unwrap().parse().unwrap();
+    assert!(top1 > 20.0, "fine-tuning beats chance (10%): {tuned}");
     let npy = dir.path().join("test.npy");
     cli(&["embed", "-k", ckpt, "--out", npy.to_str().unwrap()]);
     assert_eq!(std::fs::read(&npy).unwrap().len(), 128 + 2000 * 128 * 4);

@@ -1,5 +1,7 @@
-//! Evaluation of the learned representation: the weighted kNN monitor and the linear probe.
+//! Evaluation of the learned representation: the weighted kNN monitor, the linear probe
+//! and fine-tuning.
 
+pub mod finetune;
 pub mod knn;
 pub mod linear;
 
