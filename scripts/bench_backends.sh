@@ -5,9 +5,11 @@
 # Usage: scripts/bench_backends.sh [steps]   (from the repository root)
 set -euo pipefail
 steps=${1:-3}
+# ndarray's BLAS variant links the system OpenBLAS (Debian: apt-get install libopenblas-dev).
 variants=(
   "plain:flex,ndarray"
   "simd-rayon:flex,ndarray,simd,rayon"
+  "openblas:ndarray,openblas-system,rayon"
 )
 for v in "${variants[@]}"; do
   name=${v%%:*}; features=${v#*:}
@@ -16,7 +18,9 @@ done
 for v in "${variants[@]}"; do
   name=${v%%:*}
   echo "== build options: $name"
-  "target/bench-$name/release/barlow" bench step --backend flex,ndarray --steps "$steps" 2>/dev/null
+  backends=flex,ndarray
+  [ "$name" = openblas ] && backends=ndarray
+  "target/bench-$name/release/barlow" bench step --backend "$backends" --steps "$steps" 2>/dev/null
 done
 echo "== PyTorch"
 .venv-ref/bin/python scripts/torch_step.py --steps "$steps"

@@ -95,6 +95,12 @@ fn stl10_planes_are_column_major() {
     let img = set.image(1).unwrap();
     assert_eq!(img.pixels[(7 * 96 + 2) * 3 + 1], 1.0);
     assert_eq!(img.pixels.iter().filter(|&&v| v > 0.0).count(), 1);
+    // Pretraining reads the unlabeled split and the labeled train split together.
+    std::fs::copy(dir.path().join("x.bin"), dir.path().join("train_X.bin")).unwrap();
+    std::fs::write(dir.path().join("unlabeled_X.bin"), &bytes[..3 * 96 * 96]).unwrap();
+    let pretrain = data::open(&config("stl10", dir.path()), Split::Pretrain).unwrap();
+    assert_eq!((pretrain.len(), pretrain.labels()), (3, None));
+    assert_eq!(pretrain.image(2).unwrap(), img);
     std::fs::write(dir.path().join("y.bin"), [1u8, 11]).unwrap();
     let e = err_text(datasets::read_stl10(&dir.path().join("x.bin"), Some(&dir.path().join("y.bin")), classes, norm));
     assert!(e.contains("y.bin"), "{e}");

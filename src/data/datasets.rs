@@ -53,12 +53,16 @@ pub fn open(config: &DataConfig, split: Split) -> Result<Dataset> {
             let dir = locate(root, "stl10", "train_X.bin", &["stl10_binary"])?;
             let classes = STL10_CLASSES.map(String::from).to_vec();
             let norm = Normalize::new([0.4467, 0.4398, 0.4066], [0.2603, 0.2566, 0.2713]);
-            let (x, y) = match split {
-                Split::Pretrain => ("unlabeled_X.bin", None),
-                Split::Train => ("train_X.bin", Some("train_y.bin")),
-                Split::Test => ("test_X.bin", Some("test_y.bin")),
-            };
-            read_stl10(&dir.join(x), y.map(|y| dir.join(y)).as_deref(), classes, norm)
+            match split {
+                // Pretraining uses the 100k unlabeled images and the 5k labeled ones, as solo-learn.
+                Split::Pretrain => {
+                    let unlabeled = read_stl10(&dir.join("unlabeled_X.bin"), None, classes.clone(), norm)?;
+                    let train = read_stl10(&dir.join("train_X.bin"), None, classes, norm)?;
+                    Ok(unlabeled.concat(&train))
+                }
+                Split::Train => read_stl10(&dir.join("train_X.bin"), Some(&dir.join("train_y.bin")), classes, norm),
+                Split::Test => read_stl10(&dir.join("test_X.bin"), Some(&dir.join("test_y.bin")), classes, norm),
+            }
         }
         name @ ("mnist" | "fashion-mnist") => {
             let mut candidates = vec![];

@@ -117,6 +117,19 @@ impl Dataset {
         Dataset::new(inner.name.clone(), images, labels, inner.classes.clone(), inner.normalize)
     }
 
+    /// Both datasets' images, unlabeled; both must hold decoded images of one size.
+    pub fn concat(&self, other: &Dataset) -> Dataset {
+        let images = match (&self.inner.images, &other.inner.images) {
+            (Images::Raw { pixels: a, height, width, channels }, Images::Raw { pixels: b, .. }) => {
+                Images::Raw { pixels: [&a[..], &b[..]].concat(), height: *height, width: *width, channels: *channels }
+            }
+            (Images::Files(a), Images::Files(b)) => Images::Files([&a[..], &b[..]].concat()),
+            _ => unreachable!("datasets of one format are concatenated"),
+        };
+        let inner = &self.inner;
+        Dataset::new(inner.name.clone(), images, None, inner.classes.clone(), inner.normalize)
+    }
+
     /// `n` images spread evenly over the dataset (all when `n` is larger), so that a limit on
     /// a class-sorted folder still sees every class.
     pub fn spread(&self, n: usize) -> Dataset {
