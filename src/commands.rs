@@ -19,6 +19,7 @@ pub struct CheckpointArgs {
     pub checkpoint: PathBuf,
     #[command(flatten)]
     pub overrides: crate::cli::Overrides,
+    /// flex, ndarray, cuda, wgpu, tch [default: the run's].
     #[arg(long)]
     pub backend: Option<String>,
 }
