@@ -125,6 +125,9 @@ pub struct TrainArgs {
     /// --config is given).
     #[arg(long)]
     pub resume: bool,
+    /// Start afresh in a run directory that already holds a checkpoint, replacing it.
+    #[arg(long, conflicts_with = "resume")]
+    pub overwrite: bool,
     /// Shorthand for `--set train.backend=NAME`.
     #[arg(long)]
     pub backend: Option<String>,
@@ -176,6 +179,15 @@ fn train(mut args: TrainArgs) -> Result<()> {
         false => "quick".into(),
     };
     let config = args.config.load(&fallback)?;
+    let existing = crate::train::checkpoint_path(&args.out);
+    if !args.resume && !args.overwrite && existing.exists() {
+        anyhow::bail!(
+            "{} already holds a run ({}); continue it with --resume, start afresh with --overwrite, \
+             or choose another --out",
+            args.out.display(),
+            existing.display()
+        );
+    }
     let summary = crate::train::train(&config, &args.out, args.resume)?;
     println!(
         "trained {} epochs ({} steps), final loss {:.2}{}; checkpoint {}",

@@ -76,6 +76,18 @@ fn a_run_killed_and_resumed_ends_with_the_same_weights() {
 }
 
 #[test]
+fn an_existing_run_is_not_overwritten_by_accident() {
+    let dir = tempfile::tempdir().unwrap();
+    run(&mut barlow(dir.path(), &["--set=optim.epochs=1"]));
+    let before = std::fs::read(dir.path().join("checkpoint.bin")).unwrap();
+    let output = barlow(dir.path(), &["--set=optim.epochs=1"]).output().unwrap();
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && text.contains("--resume") && text.contains("--overwrite"), "{text}");
+    assert_eq!(std::fs::read(dir.path().join("checkpoint.bin")).unwrap(), before);
+    run(&mut barlow(dir.path(), &["--set=optim.epochs=1", "--overwrite"]));
+}
+
+#[test]
 fn a_diverging_loss_stops_training_and_keeps_the_last_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     run(&mut barlow(dir.path(), &["--set=train.max_steps=8"]));
