@@ -107,9 +107,15 @@ pub fn load_model(path: &Path, device: &burn::tensor::Device) -> Result<(crate::
     let ckpt = Checkpoint::read(path)?;
     let config = crate::config::Config::parse(&ckpt.state.config, &[])
         .with_context(|| format!("the config saved in {}", path.display()))?;
-    let model = load_weights(config.model().init(device), ckpt.model)
-        .with_context(|| format!("loading the model of {}", path.display()))?;
+    let model = ckpt.model(&config, device).with_context(|| format!("loading the model of {}", path.display()))?;
     Ok((config, model))
+}
+
+impl Checkpoint {
+    /// The saved weights in a model built from `config` (the checkpoint's own) on `device`.
+    pub fn model(self, config: &crate::config::Config, device: &burn::tensor::Device) -> Result<BarlowTwins> {
+        load_weights(config.model().init(device), self.model)
+    }
 }
 
 fn load_weights(mut model: BarlowTwins, bytes: Bytes) -> Result<BarlowTwins> {

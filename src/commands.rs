@@ -3,7 +3,7 @@
 use crate::checkpoint;
 use crate::config::Config;
 use crate::data::{self, Dataset, Split, Views};
-use crate::eval::{self, Accuracy, ProbeConfig, knn_accuracy};
+use crate::eval::{self, Accuracy, ProbeConfig};
 use crate::features;
 use crate::model::BarlowTwins;
 use anyhow::{Context, Result, bail};
@@ -34,14 +34,20 @@ impl CheckpointArgs {
     }
 
     pub fn load(&self) -> Result<(Config, BarlowTwins, Device)> {
+        self.load_with_state().map(|(config, model, device, _)| (config, model, device))
+    }
+
+    /// As [`load`](Self::load), also giving the run's position; the file is read once.
+    pub fn load_with_state(&self) -> Result<(Config, BarlowTwins, Device, checkpoint::RunState)> {
         let path = self.path();
         let ckpt = checkpoint::Checkpoint::read(&path)?;
-        let config = Config::parse(&ckpt.state.config, &self.overrides.list())
+        let state = ckpt.state.clone();
+        let config = Config::parse(&state.config, &self.overrides.list())
             .with_context(|| format!("the config saved in {}", path.display()))?;
         let backend = self.backend.clone().unwrap_or(config.train.backend.clone());
         let device = crate::backend::device(&backend)?;
-        let (_, model) = checkpoint::load_model(&path, &device)?;
-        Ok((config, model.valid(), device))
+        let model = ckpt.model(&config, &device).with_context(|| format!("loading the model of {}", path.display()))?;
+        Ok((config, model.valid(), device, state))
     }
 }
 
@@ -57,13 +63,13 @@ fn monitor(config: &Config) -> Result<data::Monitor> {
 }
 
 pub fn knn(args: &CheckpointArgs, k: Option<usize>, t: Option<f64>) -> Result<Accuracy> {
-    let (config, model, device) = args.load()?;
+    let (mut config, model, _) = args.load()?;
     let m = monitor(&config)?;
-    let views = Views::new(&config.data.views, config.data.size, m.train.normalize())?;
-    let (train, train_labels) = labeled_features(&model, &m.train, &views, &device)?;
-    let (test, test_labels) = labeled_features(&model, &m.test, &views, &device)?;
-    let (k, t) = (k.unwrap_or(config.train.knn_k), t.unwrap_or(config.train.knn_t));
-    let acc = knn_accuracy(train, &train_labels, test, &test_labels, m.train.num_classes(), k, t);
+    config.train.knn_k = k.unwrap_or(config.train.knn_k);
+    config.train.knn_t = t.unwrap_or(config.train.knn_t);
+    eprintln!("encoding {} + {} images of {}", m.train.len(), m.test.len(), m.train.name());
+    let acc = crate::train::run::knn_monitor(&model, &m, &config)?;
+    let (k, t) = (config.train.knn_k, config.train.knn_t);
     println!("kNN (k={k}, T={t}) on {}: top-1 {:.2}%  top-5 {:.2}%", m.test.name(), acc.top1, acc.top5);
     Ok(acc)
 }
@@ -235,12 +241,10 @@ pub fn export(args: &CheckpointArgs, format: &str, out: &Path) -> Result<()> {
 pub fn plot(run: &Path) -> Result<()> {
     let args = CheckpointArgs { checkpoint: run.to_path_buf(), overrides: Default::default(), backend: None };
     println!("wrote {}", crate::train::plots::curves(run)?.display());
-    let (config, model, _) = args.load()?;
+    let (config, model, _, state) = args.load_with_state()?;
     let set = data::open_train(&config.data)?;
-    let sample = crate::train::plots::sample_batch(&set, &config)?;
-    let epoch = checkpoint::Checkpoint::read(&crate::train::checkpoint_path(run))?.state.epoch;
-    if let Some(sample) = sample {
-        println!("wrote {}", crate::train::plots::correlation(run, &model, &sample, epoch)?.display());
+    if let Some(sample) = crate::train::plots::sample_batch(&set, &config)? {
+        println!("wrote {}", crate::train::plots::correlation(run, &model, &sample, state.epoch)?.display());
     }
     Ok(())
 }
