@@ -39,7 +39,8 @@ fn encode_batches(
     forward_batches(batches, device, |x| encoder.forward(x))
 }
 
-fn forward_batches(
+/// `forward` over every batch, the outputs stacked in order.
+pub(crate) fn forward_batches(
     batches: impl Iterator<Item = Result<data::EvalBatch>>,
     device: &Device,
     forward: impl Fn(Tensor<4>) -> Tensor<2>,

@@ -36,16 +36,9 @@ pub struct LinearProbe {
 }
 
 impl LinearProbe {
-    /// A head initialised as evaluate.py's (weights N(0, 0.01²), zero bias) on `device`
-    /// (an autodiff device).
+    /// A fresh [`head`] on `device` (an autodiff device).
     pub fn new(dim: usize, classes: usize, config: ProbeConfig, device: &Device) -> LinearProbe {
-        let mut head = LinearConfig::new(dim, classes).init(device);
-        head.weight = Param::from_tensor(Tensor::random([dim, classes], Distribution::Normal(0.0, 0.01), device));
-        head.bias = Some(Param::from_tensor(Tensor::zeros([classes], device)));
-        let optim = SgdConfig::new()
-            .with_momentum(Some(MomentumConfig::new().with_momentum(0.9).with_dampening(0.0)))
-            .with_weight_decay(Some(WeightDecayConfig::new(config.weight_decay as f32)))
-            .init();
+        let (head, optim) = (head(dim, classes, device), sgd(config.weight_decay));
         LinearProbe { head, optim, config, device: device.clone() }
     }
 
@@ -54,19 +47,19 @@ impl LinearProbe {
     pub fn fit_epoch(&mut self, features: &Tensor<2>, labels: &[u32], epoch: usize) -> f64 {
         let c = &self.config;
         let n = labels.len();
+        // Its own stream, apart from the loader's epoch order: the recorded probe figures keep it.
         let mut order: Vec<usize> = (0..n).collect();
         order.shuffle(&mut crate::data::loader::sample_rng(c.seed, epoch as u64, u64::MAX - 1));
         let loss_fn = CrossEntropyLossConfig::new().init(&self.device);
         let steps = n.div_ceil(c.batch_size);
         let mut total = 0.0;
         for (s, chunk) in order.chunks(c.batch_size).enumerate() {
-            let t = (epoch * steps + s) as f64 / (c.epochs * steps) as f64;
-            let lr = c.lr * 0.5 * (1.0 + (std::f64::consts::PI * t).cos());
+            let lr = c.lr * cosine(epoch * steps + s, c.epochs * steps);
             let idx: Vec<i64> = chunk.iter().map(|&i| i as i64).collect();
             let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [chunk.len()]), &features.device());
             let x = features.clone().select(0, idx).to_device(&self.device);
-            let y: Vec<i64> = chunk.iter().map(|&i| labels[i] as i64).collect();
-            let y = Tensor::<1, Int>::from_data(TensorData::new(y, [chunk.len()]), &self.device);
+            let y: Vec<u32> = chunk.iter().map(|&i| labels[i]).collect();
+            let y = label_tensor(&y, &self.device);
             let loss = loss_fn.forward(self.head.forward(x), y);
             total += loss.clone().into_scalar::<f32>() as f64;
             let grads = GradientsParams::from_grads(loss.backward(), &self.head);
@@ -81,6 +74,33 @@ impl LinearProbe {
         let logits = head.forward(features.clone().to_device(&head.weight.val().device()));
         topk_accuracy(logits, labels)
     }
+}
+
+/// A linear classifier initialised as evaluate.py's: weights N(0, 0.01²), zero bias.
+pub(super) fn head(dim: usize, classes: usize, device: &Device) -> Linear {
+    let mut head = LinearConfig::new(dim, classes).init(device);
+    head.weight = Param::from_tensor(Tensor::random([dim, classes], Distribution::Normal(0.0, 0.01), device));
+    head.bias = Some(Param::from_tensor(Tensor::zeros([classes], device)));
+    head
+}
+
+/// evaluate.py's optimiser: SGD with momentum 0.9 (PyTorch's: no dampening) and weight decay.
+pub(super) fn sgd(weight_decay: f64) -> ModuleOptimizer {
+    SgdConfig::new()
+        .with_momentum(Some(MomentumConfig::new().with_momentum(0.9).with_dampening(0.0)))
+        .with_weight_decay(Some(WeightDecayConfig::new(weight_decay as f32)))
+        .init()
+}
+
+/// The cosine schedule's factor at `step` of `total`: 1 at the start, 0 at the end.
+pub(super) fn cosine(step: usize, total: usize) -> f64 {
+    0.5 * (1.0 + (std::f64::consts::PI * step as f64 / total as f64).cos())
+}
+
+/// Class indices as the `Int` targets of the cross-entropy.
+pub(super) fn label_tensor(labels: &[u32], device: &Device) -> Tensor<1, Int> {
+    let y: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
+    Tensor::from_data(TensorData::new(y, [labels.len()]), device)
 }
 
 /// Percentages of rows whose label is the largest logit, or among the five largest.
