@@ -89,8 +89,8 @@ pub fn open(config: &DataConfig, split: Split) -> Result<Dataset> {
                 true => (SAMPLE_TRAIN.0, SAMPLE_TRAIN.1),
                 false => (SAMPLE_TEST.0, SAMPLE_TEST.1),
             };
-            let images = read_idx(images, 3).context("the embedded Fashion-MNIST sample")?;
-            let labels = read_idx(labels, 1).context("the embedded Fashion-MNIST sample")?;
+            let images = read_idx(images.to_vec(), 3).context("the embedded Fashion-MNIST sample")?;
+            let labels = read_idx(labels.to_vec(), 1).context("the embedded Fashion-MNIST sample")?;
             from_idx("fashion-mnist-sample", images, labels, classes, Normalize::gray(0.2860, 0.3530))
         }
         "folder" => {
@@ -181,8 +181,8 @@ pub fn read_cifar(
 }
 
 /// An IDX array: its dimensions and bytes, checked against the magic (unsigned bytes, `rank`).
-pub fn read_idx(raw: &[u8], rank: usize) -> Result<(Vec<usize>, Vec<u8>)> {
-    let bytes = gunzip_if(raw.to_vec()).context("corrupt gzip data")?;
+pub fn read_idx(raw: Vec<u8>, rank: usize) -> Result<(Vec<usize>, Vec<u8>)> {
+    let mut bytes = gunzip_if(raw).context("corrupt gzip data")?;
     if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08 || bytes[3] as usize != rank {
         bail!("not an IDX file of unsigned bytes with {rank} dimensions (magic {:02x?})", &bytes[..bytes.len().min(4)]);
     }
@@ -196,7 +196,8 @@ pub fn read_idx(raw: &[u8], rank: usize) -> Result<(Vec<usize>, Vec<u8>)> {
     if bytes.len() != expected {
         bail!("dimensions {dims:?} need {expected} bytes, the file has {}", bytes.len());
     }
-    Ok((dims, bytes[header..].to_vec()))
+    bytes.drain(..header);
+    Ok((dims, bytes))
 }
 
 fn read_idx_pair(name: &str, dir: &Path, train: bool, classes: Vec<String>, norm: Normalize) -> Result<Dataset> {
@@ -205,7 +206,7 @@ fn read_idx_pair(name: &str, dir: &Path, train: bool, classes: Vec<String>, norm
         let path = dir.join(&file);
         let path = if path.exists() { path } else { dir.join(file.trim_end_matches(".gz")) };
         let raw = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        read_idx(&raw, rank).with_context(|| format!("{}", path.display()))
+        read_idx(raw, rank).with_context(|| format!("{}", path.display()))
     };
     let images = read(format!("{prefix}-images-idx3-ubyte.gz"), 3)?;
     let labels = read(format!("{prefix}-labels-idx1-ubyte.gz"), 1)?;
