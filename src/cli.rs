@@ -73,6 +73,9 @@ pub enum Bench {
     Step(crate::bench::StepArgs),
     /// Loader throughput: pairs of views per second.
     Loader(crate::bench::LoaderArgs),
+    /// Convolution and BatchNorm of a step, op by op: burn's CPU ops against barlow's.
+    #[cfg(feature = "flex")]
+    Ops(crate::ops::bench::OpsArgs),
 }
 
 /// Changes to a config on the command line.
@@ -163,6 +166,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Data(DataCommand::Preview(args)) => preview(args),
         Command::Bench(Bench::Step(args)) => crate::bench::step(&args).map(|_| ()),
         Command::Bench(Bench::Loader(args)) => crate::bench::loader(&args).map(|_| ()),
+        #[cfg(feature = "flex")]
+        Command::Bench(Bench::Ops(args)) => crate::ops::bench::run(&args),
     }
 }
 

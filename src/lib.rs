@@ -12,6 +12,7 @@ pub mod export;
 pub mod features;
 pub mod loss;
 pub mod model;
+pub mod ops;
 pub mod optim;
 pub mod plot;
 pub mod train;

@@ -1,0 +1,97 @@
+//! [`Kernels`] under autodiff: the forward runs on the inner backend and records one backward
+//! step that calls the inner backend's gradient kernels.
+
+use super::Kernels;
+use burn::backend::Backend;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::{Autodiff, NodeId};
+use burn::backend::ops::ConvOptions;
+use burn::backend::tensor::FloatTensor;
+
+type Primitive<B> = <B as burn::backend::BackendTypes>::FloatTensorPrimitive;
+
+#[derive(Debug)]
+struct Conv2dBackward;
+
+impl<B: Backend + Kernels> Backward<B, 2> for Conv2dBackward {
+    type State = (NodeId, NodeId, ConvOptions<2>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let [node_x, node_weight] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x, weight, options) = ops.state;
+        let x = checkpointer.retrieve_node_output::<Primitive<B>>(x);
+        let weight = checkpointer.retrieve_node_output::<Primitive<B>>(weight);
+        if let Some(node) = node_x {
+            let dx = B::conv2d_input_grad(x.clone(), weight.clone(), grad.clone(), options.clone());
+            grads.register::<B>(node.id, dx);
+        }
+        if let Some(node) = node_weight {
+            grads.register::<B>(node.id, B::conv2d_weight_grad(x, weight, grad, options));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct BatchNormBackward;
+
+impl<B: Backend + Kernels> Backward<B, 3> for BatchNormBackward {
+    /// Input and gamma (checkpointed), mean, variance, epsilon, fused ReLU, and the output
+    /// (for the ReLU's mask).
+    type State = (NodeId, NodeId, Primitive<B>, Primitive<B>, f64, bool, Primitive<B>);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let [node_x, node_gamma, node_beta] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x, gamma, mean, variance, epsilon, relu, output) = ops.state;
+        let x = checkpointer.retrieve_node_output::<Primitive<B>>(x);
+        let gamma = checkpointer.retrieve_node_output::<Primitive<B>>(gamma);
+        let (dx, dgamma, dbeta) = B::batch_norm_backward(x, gamma, mean, variance, epsilon, relu, output, grad);
+        for (node, grad) in [(node_x, dx), (node_gamma, dgamma), (node_beta, dbeta)] {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, grad);
+            }
+        }
+    }
+}
+
+impl<B: Backend + Kernels, C: CheckpointStrategy> Kernels for Autodiff<B, C> {
+    fn conv2d_forward(x: FloatTensor<Self>, weight: FloatTensor<Self>, options: ConvOptions<2>) -> FloatTensor<Self> {
+        match Conv2dBackward.prepare::<C>([x.node(), weight.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(mut prep) => {
+                let state = (prep.checkpoint(&x), prep.checkpoint(&weight), options.clone());
+                let y = B::conv2d_forward(x.into_primitive(), weight.into_primitive(), options);
+                prep.finish(state, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::conv2d_forward(x.into_primitive(), weight.into_primitive(), options)),
+        }
+    }
+
+    fn batch_norm_forward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+        relu: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        // The autodiff tensor type is only nameable through the backend's associated type.
+        type AutodiffTensor<B, C> = FloatTensor<Autodiff<B, C>>;
+        match BatchNormBackward.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(mut prep) => {
+                let (x_state, gamma_state) = (prep.checkpoint(&x), prep.checkpoint(&gamma));
+                let (y, mean, var) =
+                    B::batch_norm_forward(x.into_primitive(), gamma.into_primitive(), beta.into_primitive(), epsilon, relu);
+                let state = (x_state, gamma_state, mean.clone(), var.clone(), epsilon, relu, y.clone());
+                (prep.finish(state, y), AutodiffTensor::<B, C>::new(mean), AutodiffTensor::<B, C>::new(var))
+            }
+            OpsKind::UnTracked(prep) => {
+                let (y, mean, var) =
+                    B::batch_norm_forward(x.into_primitive(), gamma.into_primitive(), beta.into_primitive(), epsilon, relu);
+                (prep.finish(y), AutodiffTensor::<B, C>::new(mean), AutodiffTensor::<B, C>::new(var))
+            }
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! BatchNorm in training mode on the CPU (f32): batch statistics, normalisation and gradient in
+//! two passes over memory each way, optionally fused with the ReLU that follows it.
+//!
+//! The layout is `[n, c, s]`: `s` values per channel and sample (H·W after a convolution, 1
+//! after a Linear layer). Per-channel sums run in f32 vector lanes along a row and in f64
+//! across rows; the variance is summed around a shift (the channel's first value), which keeps
+//! the one-pass formula accurate when the mean is large against the spread.
+
+use rayon::prelude::*;
+
+/// Channels per task when `s == 1`: the sums then run along rows, across channels.
+const CHANNEL_BLOCK: usize = 64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BnShape {
+    pub n: usize,
+    pub c: usize,
+    pub s: usize,
+}
+
+impl BnShape {
+    fn row(&self, n: usize, c: usize) -> std::ops::Range<usize> {
+        let start = (n * self.c + c) * self.s;
+        start..start + self.s
+    }
+}
+
+/// Σ a and Σ b over the pairs `f(i)` for `i` in `0..n`: sixteen f32 lanes (which the compiler
+/// turns into vector registers), then f64 for the lanes and the tail.
+#[inline(always)]
+fn sums(n: usize, f: impl Fn(usize) -> (f32, f32)) -> (f64, f64) {
+    let mut s1 = [0.0f32; 16];
+    let mut s2 = [0.0f32; 16];
+    let full = n / 16 * 16;
+    for i in (0..full).step_by(16) {
+        for l in 0..16 {
+            let (a, b) = f(i + l);
+            s1[l] += a;
+            s2[l] += b;
+        }
+    }
+    let (mut a, mut b) = (0.0f64, 0.0f64);
+    for l in 0..16 {
+        a += s1[l] as f64;
+        b += s2[l] as f64;
+    }
+    for i in full..n {
+        let (x, y) = f(i);
+        a += x as f64;
+        b += y as f64;
+    }
+    (a, b)
+}
+
+/// Σ (v − shift) and Σ (v − shift)² over a row.
+fn shifted_sums(row: &[f32], shift: f32) -> (f64, f64) {
+    sums(row.len(), |i| {
+        let d = row[i] - shift;
+        (d, d * d)
+    })
+}
+
+/// Σ g and Σ g·(x − mean) over a row, where g is `dy` masked by `y > 0` under a fused ReLU.
+fn grad_sums(dy: &[f32], x: &[f32], y: Option<&[f32]>, mean: f32) -> (f64, f64) {
+    let (dy, x) = (&dy[..x.len()], &x[..]);
+    match y {
+        Some(y) => {
+            let y = &y[..x.len()];
+            sums(x.len(), |i| {
+                let g = if y[i] > 0.0 { dy[i] } else { 0.0 };
+                (g, g * (x[i] - mean))
+            })
+        }
+        None => sums(x.len(), |i| (dy[i], dy[i] * (x[i] - mean))),
+    }
+}
+
+/// Per-channel sums of `f(n, c)` over the batch, by channel (`s > 1`) or by row (`s == 1`).
+fn channel_sums(sh: BnShape, f: impl Fn(usize, usize) -> (f64, f64) + Sync) -> Vec<(f64, f64)> {
+    if sh.s > 1 {
+        return (0..sh.c)
+            .into_par_iter()
+            .map(|c| (0..sh.n).map(|n| f(n, c)).fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1)))
+            .collect();
+    }
+    (0..sh.c.div_ceil(CHANNEL_BLOCK))
+        .into_par_iter()
+        .flat_map_iter(|block| {
+            let channels = block * CHANNEL_BLOCK..((block + 1) * CHANNEL_BLOCK).min(sh.c);
+            let mut sums = vec![(0.0, 0.0); channels.len()];
+            for n in 0..sh.n {
+                for (acc, c) in sums.iter_mut().zip(channels.clone()) {
+                    let (a, b) = f(n, c);
+                    acc.0 += a;
+                    acc.1 += b;
+                }
+            }
+            sums
+        })
+        .collect()
+}
+
+/// Writes `out[n, c, :] = f(c, n, c-row index range)` for every row, in parallel over rows.
+fn map_rows(sh: BnShape, out: &mut [f32], f: impl Fn(usize, usize, &mut [f32]) + Sync) {
+    if sh.s > 1 {
+        out.par_chunks_mut(sh.s).enumerate().for_each(|(r, row)| f(r / sh.c, r % sh.c, row));
+    } else {
+        // One sample's row of channels per task; `f` is then called per element.
+        out.par_chunks_mut(sh.c).with_min_len(8).enumerate().for_each(|(n, row)| {
+            for (c, v) in row.iter_mut().enumerate() {
+                f(n, c, std::slice::from_mut(v));
+            }
+        });
+    }
+}
+
+/// Training-mode BatchNorm: `(y, mean, biased variance)`, with `y = relu(...)` when asked.
+pub fn forward(x: &[f32], gamma: &[f32], beta: &[f32], epsilon: f64, sh: BnShape, relu: bool) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let count = (sh.n * sh.s) as f64;
+    let shifts: Vec<f32> = (0..sh.c).map(|c| x[sh.row(0, c)][0]).collect();
+    let sums = channel_sums(sh, |n, c| shifted_sums(&x[sh.row(n, c)], shifts[c]));
+    let mut mean = Vec::with_capacity(sh.c);
+    let mut var = Vec::with_capacity(sh.c);
+    let mut scale = Vec::with_capacity(sh.c);
+    let mut offset = Vec::with_capacity(sh.c);
+    for c in 0..sh.c {
+        let (s1, s2) = sums[c];
+        let m = s1 / count;
+        let v = (s2 / count - m * m).max(0.0);
+        let mean_c = shifts[c] as f64 + m;
+        let a = gamma[c] as f64 / (v + epsilon).sqrt();
+        mean.push(mean_c as f32);
+        var.push(v as f32);
+        scale.push(a as f32);
+        offset.push((beta[c] as f64 - mean_c * a) as f32);
+    }
+    let mut y = vec![0.0f32; x.len()];
+    map_rows(sh, &mut y, |n, c, row| {
+        let src = &x[(n * sh.c + c) * sh.s..][..row.len()];
+        let (a, b) = (scale[c], offset[c]);
+        match relu {
+            true => row.iter_mut().zip(src).for_each(|(o, &v)| *o = (v * a + b).max(0.0)),
+            false => row.iter_mut().zip(src).for_each(|(o, &v)| *o = v * a + b),
+        }
+    });
+    (y, mean, var)
+}
+
+/// Gradients `(dx, dgamma, dbeta)` of [`forward`], given its input `x`, statistics and the
+/// output gradient `dy`; `y` is the forward output when the ReLU was fused.
+#[allow(clippy::too_many_arguments)]
+pub fn backward(
+    x: &[f32],
+    gamma: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    epsilon: f64,
+    dy: &[f32],
+    y: Option<&[f32]>,
+    sh: BnShape,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let count = (sh.n * sh.s) as f64;
+    let sums = channel_sums(sh, |n, c| {
+        let r = sh.row(n, c);
+        grad_sums(&dy[r.clone()], &x[r.clone()], y.map(|y| &y[r]), mean[c])
+    });
+    // dx = γσ⁻¹ (g − Σg/M − x̂ Σg·x̂/M) = A·g + B·x + C per channel.
+    let mut dgamma = Vec::with_capacity(sh.c);
+    let mut dbeta = Vec::with_capacity(sh.c);
+    let mut coef = Vec::with_capacity(sh.c);
+    for c in 0..sh.c {
+        let (sg, sgx) = sums[c];
+        let inv_std = 1.0 / (var[c] as f64 + epsilon).sqrt();
+        dbeta.push(sg as f32);
+        dgamma.push((sgx * inv_std) as f32);
+        let a = gamma[c] as f64 * inv_std;
+        let b = -a * inv_std * inv_std * sgx / count;
+        let k = -a * sg / count - b * mean[c] as f64;
+        coef.push((a as f32, b as f32, k as f32));
+    }
+    let mut dx = vec![0.0f32; x.len()];
+    map_rows(sh, &mut dx, |n, c, row| {
+        let start = (n * sh.c + c) * sh.s;
+        let (a, b, k) = coef[c];
+        let (dy, x) = (&dy[start..][..row.len()], &x[start..][..row.len()]);
+        match y {
+            Some(y) => {
+                let y = &y[start..][..row.len()];
+                for (o, ((&g, &x), &y)) in row.iter_mut().zip(dy.iter().zip(x).zip(y)) {
+                    *o = a * (if y > 0.0 { g } else { 0.0 }) + b * x + k;
+                }
+            }
+            None => {
+                for (o, (&g, &x)) in row.iter_mut().zip(dy.iter().zip(x)) {
+                    *o = a * g + b * x + k;
+                }
+            }
+        }
+    });
+    (dx, dgamma, dbeta)
+}

@@ -1,0 +1,140 @@
+//! Fast CPU kernels for what dominates a ResNet training step — convolution and BatchNorm with
+//! their gradients — as a burn backend extension: ours on `Flex`, burn's own ops elsewhere.
+//!
+//! burn's CPU backend leaves the convolution weight gradient and BatchNorm's training forward
+//! and backward to generic compositions of tensor ops (transposing copies, one GEMM per input
+//! channel, a dozen elementwise passes). [`Kernels`] names the five operations a training step
+//! needs; `Flex` runs them as a few large GEMMs and two-pass reductions (`conv`, `batch_norm`),
+//! every other backend keeps burn's own op (the trait's default bodies), and `Autodiff` records
+//! one backward step per operation that calls the gradient kernels.
+
+mod autodiff;
+pub mod batch_norm;
+mod columns;
+#[cfg(feature = "flex")]
+pub mod bench;
+pub mod conv;
+#[cfg(feature = "flex")]
+mod flex;
+pub mod modules;
+
+use burn::backend::ops::ConvOptions;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, Dispatch, DispatchDevice, backend_extension};
+use burn::tensor::Tensor;
+
+/// The operations of a convolutional training step that barlow implements itself on the CPU.
+///
+/// The default bodies are burn's own operations: what every backend without a faster
+/// implementation runs.
+#[backend_extension(Flex: cfg(feature = "flex"), Autodiff)]
+pub trait Kernels: Backend {
+    /// `conv2d(x, weight)` without bias.
+    fn conv2d_forward(x: FloatTensor<Self>, weight: FloatTensor<Self>, options: ConvOptions<2>) -> FloatTensor<Self> {
+        Self::conv2d(x, weight, None, options)
+    }
+
+    /// The gradient of [`conv2d_forward`](Kernels::conv2d_forward) with respect to `x`.
+    fn conv2d_input_grad(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        Self::conv2d_x_backward(x, weight, output_grad, options)
+    }
+
+    /// The gradient of [`conv2d_forward`](Kernels::conv2d_forward) with respect to `weight`.
+    fn conv2d_weight_grad(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        Self::conv2d_weight_backward(x, weight, output_grad, options)
+    }
+
+    /// Training-mode BatchNorm over the batch and every axis after the channels, then a ReLU
+    /// when `relu`: `(output, mean, biased variance)`.
+    fn batch_norm_forward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+        relu: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let r = Self::batch_norm_train(x, gamma, beta, epsilon);
+        let output = if relu { Self::relu(r.output) } else { r.output };
+        (output, r.mean, r.variance)
+    }
+
+    /// Gradients `(x, gamma, beta)` of [`batch_norm_forward`](Kernels::batch_norm_forward);
+    /// `output` is its output (read only under a fused ReLU).
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        variance: FloatTensor<Self>,
+        epsilon: f64,
+        relu: bool,
+        output: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let grad = if relu { Self::relu_backward(output, output_grad) } else { output_grad };
+        let r = Self::batch_norm_train_backward(x, gamma, mean, variance, epsilon, grad);
+        (r.x_grad, r.gamma_grad, r.beta_grad)
+    }
+}
+
+/// Whether `tensor` lives on the backend with our kernels (possibly under autodiff).
+fn on_fast_backend<const D: usize>(tensor: &Tensor<D>) -> bool {
+    #[cfg(feature = "flex")]
+    if matches!(tensor.device().inner().as_dispatch(), DispatchDevice::Flex(_)) {
+        return true;
+    }
+    let _ = tensor;
+    false
+}
+
+/// `conv2d(x, weight)` without bias: our kernels on the CPU, burn's op elsewhere.
+pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, options: ConvOptions<2>) -> Tensor<4> {
+    if !on_fast_backend(&x) {
+        return burn::tensor::module::conv2d(x, weight, None, options);
+    }
+    Tensor::from_dispatch(<Dispatch as Kernels>::conv2d_forward(x.into_dispatch(), weight.into_dispatch(), options))
+}
+
+/// The output and batch statistics of training-mode BatchNorm (`relu` fuses the ReLU after it).
+pub struct BatchNormOutput<const D: usize> {
+    pub output: Tensor<D>,
+    pub mean: Tensor<1>,
+    pub variance: Tensor<1>,
+}
+
+/// Training-mode BatchNorm (then ReLU when `relu`): our kernels on the CPU, burn's ops elsewhere.
+pub fn batch_norm_train<const D: usize>(
+    x: Tensor<D>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    epsilon: f64,
+    relu: bool,
+) -> BatchNormOutput<D> {
+    if !on_fast_backend(&x) {
+        let r = burn::tensor::module::batch_norm_train(x, gamma, beta, epsilon);
+        let output = if relu { burn::tensor::activation::relu(r.output) } else { r.output };
+        return BatchNormOutput { output, mean: r.mean, variance: r.variance };
+    }
+    let (output, mean, variance) = <Dispatch as Kernels>::batch_norm_forward(
+        x.into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
+        epsilon,
+        relu,
+    );
+    BatchNormOutput {
+        output: Tensor::from_dispatch(output),
+        mean: Tensor::from_dispatch(mean),
+        variance: Tensor::from_dispatch(variance),
+    }
+}

@@ -1,0 +1,195 @@
+//! barlow's CPU kernels against burn's own operations: values and gradients, for the
+//! convolution shapes a ResNet has (and awkward ones), and BatchNorm with and without ReLU.
+
+use barlow::ops::{self, Kernels};
+use burn::backend::Flex;
+use burn::backend::flex::FlexTensor;
+use burn::backend::ops::{ActivationOps, ConvOptions, ModuleOps};
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
+
+/// A deterministic pseudo-random tensor on the plain CPU backend.
+fn random(shape: &[usize], seed: u64, offset: f32) -> FlexTensor {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let values: Vec<f32> = (0..shape.iter().product::<usize>())
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0 + offset
+        })
+        .collect();
+    FlexTensor::from_data(TensorData::new(values, shape.to_vec()))
+}
+
+fn values(t: FlexTensor) -> Vec<f32> {
+    t.into_data().try_into_vec::<f32>().unwrap()
+}
+
+/// max |a − b| relative to the largest |b|: one number for a whole tensor.
+fn rel_diff(a: FlexTensor, b: FlexTensor) -> f32 {
+    assert_eq!(a.layout().shape(), b.layout().shape());
+    let (a, b) = (values(a), values(b));
+    let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-12);
+    a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max) / scale
+}
+
+/// (n, c_in, h, w, c_out, kernel, stride, padding (top, bottom, left, right), dilation)
+type Case = (usize, usize, usize, usize, usize, usize, usize, [usize; 4], usize);
+
+const CASES: &[Case] = &[
+    (4, 3, 9, 7, 5, 3, 1, [1, 1, 1, 1], 1),     // odd sizes, RGB input (the CIFAR stem)
+    (3, 8, 8, 8, 16, 3, 2, [1, 1, 1, 1], 1),    // stride 2 (first block of a stage)
+    (5, 16, 8, 8, 32, 1, 2, [0, 0, 0, 0], 1),   // 1×1 stride 2 (downsample)
+    (2, 16, 6, 6, 8, 1, 1, [0, 0, 0, 0], 1),    // 1×1 stride 1 (bottleneck)
+    (2, 3, 17, 15, 8, 7, 2, [3, 3, 3, 3], 1),   // the ImageNet stem, odd sizes
+    (3, 4, 10, 10, 6, 3, 1, [2, 2, 2, 2], 2),   // dilation
+    (2, 4, 7, 9, 6, 3, 2, [1, 0, 0, 2], 1),     // asymmetric padding
+    (40, 8, 4, 4, 16, 3, 1, [1, 1, 1, 1], 1),   // tiny images: grouped products, a partial group
+    (70, 8, 2, 2, 8, 1, 2, [0, 0, 0, 0], 1),    // 1×1 stride 2 down to one pixel
+];
+
+fn setup(&(n, c_in, h, w, c_out, k, s, [pt, pb, pl, pr], d): &Case, seed: u64) -> (FlexTensor, FlexTensor, FlexTensor, ConvOptions<2>) {
+    let options = ConvOptions::new_with_padding([s, s], [(pt, pb), (pl, pr)], [d, d], 1);
+    let x = random(&[n, c_in, h, w], seed, 0.0);
+    let weight = random(&[c_out, c_in, k, k], seed + 1, 0.0);
+    let y = Flex::conv2d(x.clone(), weight.clone(), None, options.clone());
+    let dy = random(&y.layout().shape().to_vec(), seed + 2, 0.0);
+    (x, weight, dy, options)
+}
+
+#[test]
+fn conv2d_forward_matches_burn() {
+    for (i, case) in CASES.iter().enumerate() {
+        let (x, w, _, options) = setup(case, i as u64);
+        let ours = <Flex as Kernels>::conv2d_forward(x.clone(), w.clone(), options.clone());
+        let theirs = Flex::conv2d(x, w, None, options);
+        let err = rel_diff(ours, theirs);
+        assert!(err < 1e-5, "case {case:?}: relative difference {err}");
+    }
+}
+
+#[test]
+fn conv2d_input_grad_matches_burn() {
+    for (i, case) in CASES.iter().enumerate() {
+        let (x, w, dy, options) = setup(case, 10 + i as u64);
+        let ours = <Flex as Kernels>::conv2d_input_grad(x.clone(), w.clone(), dy.clone(), options.clone());
+        let theirs = Flex::conv2d_x_backward(x, w, dy, options);
+        let err = rel_diff(ours, theirs);
+        assert!(err < 1e-5, "case {case:?}: relative difference {err}");
+    }
+}
+
+#[test]
+fn conv2d_weight_grad_matches_burn() {
+    for (i, case) in CASES.iter().enumerate() {
+        let (x, w, dy, options) = setup(case, 20 + i as u64);
+        let ours = <Flex as Kernels>::conv2d_weight_grad(x.clone(), w.clone(), dy.clone(), options.clone());
+        let theirs = Flex::conv2d_weight_backward(x, w, dy, options);
+        let err = rel_diff(ours, theirs);
+        assert!(err < 1e-5, "case {case:?}: relative difference {err}");
+    }
+}
+
+#[test]
+fn the_comparison_catches_a_flipped_kernel() {
+    // Correlation vs convolution (a kernel flipped in both axes) is the classic bug; the
+    // tolerance above must be far below the difference it makes.
+    let (x, w, _, options) = setup(&CASES[0], 99);
+    let flipped = FlexTensor::from_data(TensorData::new(
+        {
+            let [co, ci, kh, kw] = w.layout().shape().dims();
+            let v = values(w.clone());
+            (0..co * ci * kh * kw)
+                .map(|i| {
+                    let (plane, r) = (i / (kh * kw), i % (kh * kw));
+                    v[plane * kh * kw + (kh - 1 - r / kw) * kw + (kw - 1 - r % kw)]
+                })
+                .collect::<Vec<f32>>()
+        },
+        w.layout().shape().to_vec(),
+    ));
+    let ours = <Flex as Kernels>::conv2d_forward(x.clone(), flipped, options.clone());
+    let theirs = Flex::conv2d(x, w, None, options);
+    assert!(rel_diff(ours, theirs) > 1e-2);
+}
+
+/// (shape, input offset): the offset makes the mean large against the spread.
+const BN_CASES: &[(&[usize], f32)] = &[
+    (&[6, 5, 3, 4], 0.0),
+    (&[16, 7], 0.0),  // after a Linear layer
+    (&[3, 70], 0.5),  // more channels than one block of the row-wise sums
+    (&[4, 3, 5, 5], 50.0),
+    (&[3, 2, 1, 1], 0.0), // few values per channel (with two, the x gradient is exactly 0)
+];
+
+#[test]
+fn batch_norm_forward_matches_burn() {
+    for (i, &(shape, offset)) in BN_CASES.iter().enumerate() {
+        let c = shape[1];
+        let x = random(shape, 30 + i as u64, offset);
+        let (gamma, beta) = (random(&[c], 40 + i as u64, 1.0), random(&[c], 50 + i as u64, 0.0));
+        for relu in [false, true] {
+            let (y, mean, var) = <Flex as Kernels>::batch_norm_forward(x.clone(), gamma.clone(), beta.clone(), 1e-5, relu);
+            let r = Flex::batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-5);
+            let expected = if relu { Flex::relu(r.output) } else { r.output };
+            for (name, ours, theirs) in [("output", y, expected), ("mean", mean, r.mean), ("variance", var, r.variance)] {
+                let err = rel_diff(ours, theirs);
+                assert!(err < 1e-4, "{shape:?} offset {offset} relu {relu}: {name} differs by {err}");
+            }
+        }
+    }
+}
+
+#[test]
+fn batch_norm_backward_matches_burn() {
+    for (i, &(shape, offset)) in BN_CASES.iter().enumerate() {
+        let c = shape[1];
+        let x = random(shape, 60 + i as u64, offset);
+        let (gamma, beta) = (random(&[c], 70 + i as u64, 1.0), random(&[c], 80 + i as u64, 0.0));
+        let dy = random(shape, 90 + i as u64, 0.0);
+        for relu in [false, true] {
+            let (y, mean, var) = <Flex as Kernels>::batch_norm_forward(x.clone(), gamma.clone(), beta.clone(), 1e-5, relu);
+            let ours = <Flex as Kernels>::batch_norm_backward(
+                x.clone(), gamma.clone(), mean.clone(), var.clone(), 1e-5, relu, y.clone(), dy.clone(),
+            );
+            let grad = if relu { Flex::relu_backward(y, dy.clone()) } else { dy.clone() };
+            let r = Flex::batch_norm_train_backward(x.clone(), gamma.clone(), mean, var, 1e-5, grad);
+            for (name, a, b) in [("x", ours.0, r.x_grad), ("gamma", ours.1, r.gamma_grad), ("beta", ours.2, r.beta_grad)] {
+                let err = rel_diff(a, b);
+                assert!(err < 1e-4, "{shape:?} offset {offset} relu {relu}: grad of {name} differs by {err}");
+            }
+        }
+    }
+}
+
+/// The autodiff path (what a training step runs): gradients of a weighted sum of the output
+/// through `ops::conv2d` and `ops::batch_norm_train` against burn's differentiable ops.
+#[test]
+fn gradients_through_autodiff_match_burn() {
+    let device = Device::flex().autodiff();
+    let tensor = |t: FlexTensor| Tensor::<4>::from_data(t.into_data(), &device);
+    let x = tensor(random(&[6, 4, 7, 7], 1, 0.0)).require_grad();
+    let w = tensor(random(&[8, 4, 3, 3], 2, 0.0)).require_grad();
+    let gamma = Tensor::<1>::random([8], Distribution::Uniform(0.5, 1.5), &device).require_grad();
+    let beta = Tensor::<1>::random([8], Distribution::Uniform(-0.5, 0.5), &device).require_grad();
+    let probe = tensor(random(&[6, 8, 4, 4], 3, 0.0));
+    let options = ConvOptions::new([2, 2], [1, 1], [1, 1], 1);
+
+    let ours = ops::batch_norm_train(ops::conv2d(x.clone(), w.clone(), options.clone()), gamma.clone(), beta.clone(), 1e-5, true);
+    let grads_ours = (ours.output * probe.clone()).sum().backward();
+    let conv = burn::tensor::module::conv2d(x.clone(), w.clone(), None, options);
+    let bn = burn::tensor::module::batch_norm_train(conv, gamma.clone(), beta.clone(), 1e-5);
+    let grads_burn = (burn::tensor::activation::relu(bn.output) * probe).sum().backward();
+
+    let flat = |t: Tensor<1>| FlexTensor::from_data(t.into_data());
+    let pairs = [
+        ("x", flat(x.grad(&grads_ours).unwrap().flatten(0, 3)), flat(x.grad(&grads_burn).unwrap().flatten(0, 3))),
+        ("weight", flat(w.grad(&grads_ours).unwrap().flatten(0, 3)), flat(w.grad(&grads_burn).unwrap().flatten(0, 3))),
+        ("gamma", flat(gamma.grad(&grads_ours).unwrap()), flat(gamma.grad(&grads_burn).unwrap())),
+        ("beta", flat(beta.grad(&grads_ours).unwrap()), flat(beta.grad(&grads_burn).unwrap())),
+    ];
+    for (name, a, b) in pairs {
+        let err = rel_diff(a, b);
+        assert!(err < 1e-4, "gradient of {name} differs by {err}");
+    }
+}
