@@ -3,7 +3,7 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::relu;
+use crate::ops::modules::batch_norm;
 use burn::tensor::{Device, Tensor};
 
 #[derive(Config, Debug)]
@@ -42,7 +42,7 @@ impl ProjectorConfig {
 impl Projector {
     pub fn forward(&self, mut x: Tensor<2>) -> Tensor<2> {
         for (linear, bn) in &self.hidden {
-            x = relu(bn.forward(linear.forward(x)));
+            x = batch_norm(bn, linear.forward(x), true);
         }
         self.out.forward(x)
     }

@@ -7,6 +7,8 @@ use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxP
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
+// Convolution and BatchNorm(+ReLU) run through barlow's CPU kernels (burn's ops on other backends).
+use crate::ops::modules::{batch_norm, conv2d};
 use serde::{Deserialize, Serialize};
 
 /// Which ResNet: depth decides the block type and how many blocks each stage holds.
@@ -148,13 +150,14 @@ impl Block {
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let identity = match &self.downsample {
-            Some((conv, bn)) => bn.forward(conv.forward(x.clone())),
+            Some((conv, bn)) => batch_norm(bn, conv2d(conv, x.clone()), false),
             None => x.clone(),
         };
-        let mut out = relu(self.bn1.forward(self.conv1.forward(x)));
-        out = self.bn2.forward(self.conv2.forward(out));
+        let bottleneck = self.conv3.is_some();
+        let mut out = batch_norm(&self.bn1, conv2d(&self.conv1, x), true);
+        out = batch_norm(&self.bn2, conv2d(&self.conv2, out), bottleneck);
         if let (Some(conv3), Some(bn3)) = (&self.conv3, &self.bn3) {
-            out = bn3.forward(conv3.forward(relu(out)));
+            out = batch_norm(bn3, conv2d(conv3, out), false);
         }
         relu(out + identity)
     }
@@ -221,7 +224,7 @@ impl ResNetConfig {
 impl ResNet {
     /// Pooled features `N×F` (or logits when `fc` is present) of images `N×3×H×W`.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let mut x = relu(self.bn1.forward(self.conv1.forward(images)));
+        let mut x = batch_norm(&self.bn1, conv2d(&self.conv1, images), true);
         if let Some(pool) = &self.maxpool {
             x = pool.forward(x);
         }

@@ -1,0 +1,42 @@
+//! burn's `Conv2d` and `BatchNorm` modules run through [`super::conv2d`] and
+//! [`super::batch_norm_train`]: same parameters, same results, same running statistics.
+
+use burn::nn::{BatchNorm, PaddingConfig2d};
+use burn::nn::conv::Conv2d;
+use burn::tensor::Tensor;
+use burn::tensor::activation::relu;
+use burn::tensor::ops::ConvOptions;
+
+/// `conv.forward(x)`.
+pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    // barlow's convolutions are bias-free with explicit padding; others keep burn's module.
+    let (None, PaddingConfig2d::Explicit(top, left, bottom, right)) = (&conv.bias, &conv.padding) else {
+        return conv.forward(x);
+    };
+    let (top, left, bottom, right) = (*top, *left, *bottom, *right);
+    let options = ConvOptions::new_with_padding(conv.stride, [(top, bottom), (left, right)], conv.dilation, conv.groups);
+    super::conv2d(x, conv.weight.val(), options)
+}
+
+/// `bn.forward(x)`, then a ReLU when `then_relu` (fused into the kernel when training).
+///
+/// In training mode the running statistics move as PyTorch's (and the official code's) do:
+/// `running ← (1 − momentum)·running + momentum·batch`, with the batch's *unbiased* variance
+/// (burn's own BatchNorm uses the biased one, which makes evaluation-mode features differ).
+pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: Tensor<D>, then_relu: bool) -> Tensor<D> {
+    let training = x.device().is_autodiff() && bn.training.is_enabled();
+    if !training {
+        let y = bn.forward(x);
+        return if then_relu { relu(y) } else { y };
+    }
+    let device = x.device();
+    let count = x.shape().num_elements() / x.dims()[1];
+    let unbiased = count as f64 / (count.max(2) - 1) as f64;
+    let result = super::batch_norm_train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon, then_relu);
+    let update = |running: Tensor<1>, batch: Tensor<1>| {
+        running.to_device(&device).mul_scalar(1.0 - bn.momentum).add(batch.detach().mul_scalar(bn.momentum)).detach()
+    };
+    bn.running_mean.update(update(bn.running_mean.value_sync(), result.mean));
+    bn.running_var.update(update(bn.running_var.value_sync(), result.variance.mul_scalar(unbiased)));
+    result.output
+}

@@ -1,0 +1,138 @@
+//! One whole training step against PyTorch (scripts/make_step_fixture.py, float64): the loss,
+//! the gradient of every parameter and the BatchNorm running statistics of a narrow ResNet-18
+//! with the official projector — everything barlow's kernels compute, end to end.
+
+mod common;
+
+use barlow::model::{Arch, BarlowTwins, BarlowTwinsConfig, ResNetConfig, Stem};
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::store::{KeyRemapper, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+use burn::tensor::{Device, Tensor, TensorData};
+use common::{fixture, read_safetensors};
+use std::collections::HashMap;
+
+type Fixture = HashMap<String, (Vec<usize>, Vec<f32>)>;
+
+fn model(device: &Device) -> BarlowTwins {
+    let path = fixture("step_r18_w4.safetensors");
+    let encoder = ResNetConfig::new(Arch::Resnet18).with_stem(Stem::Cifar).with_width(4).with_zero_init_residual(false);
+    let mut model = BarlowTwinsConfig::new(encoder).with_projector(vec![32, 32, 16]).init(device);
+    model.backbone = barlow::export::import(model.backbone, &path).unwrap();
+    // The official projector is an nn.Sequential: Linear, BN, ReLU, Linear, BN, ReLU, Linear.
+    let remap = KeyRemapper::from_patterns(vec![
+        (r"^projector\.0\.", "hidden.0.0."),
+        (r"^projector\.1\.", "hidden.0.1."),
+        (r"^projector\.3\.", "hidden.1.0."),
+        (r"^projector\.4\.", "hidden.1.1."),
+        (r"^projector\.6\.", "out."),
+    ])
+    .unwrap();
+    let mut store = SafetensorsStore::from_file(&path).with_from_adapter(PyTorchToBurnAdapter).remap(remap).allow_partial(true);
+    let result = model.projector.load_from(&mut store).unwrap();
+    assert!(result.missing.is_empty() && result.errors.is_empty(), "{result}");
+    model
+}
+
+/// torchvision's name of a barlow parameter path (burn's BatchNorm says gamma/beta).
+fn torch_name(path: &str) -> String {
+    let path = path.strip_prefix("backbone.").unwrap_or(path);
+    let path = path
+        .replace("projector.hidden.0.0.", "projector.0.")
+        .replace("projector.hidden.0.1.", "projector.1.")
+        .replace("projector.hidden.1.0.", "projector.3.")
+        .replace("projector.hidden.1.1.", "projector.4.")
+        .replace("projector.out.", "projector.6.");
+    match path.rsplit_once('.') {
+        Some((module, "gamma")) => format!("{module}.weight"),
+        Some((module, "beta")) => format!("{module}.bias"),
+        _ => path,
+    }
+}
+
+/// Every float tensor of the model by torchvision name, as (shape, values); `grads` swaps each
+/// parameter for its gradient.
+struct Collect<'a> {
+    path: Vec<String>,
+    grads: Option<&'a burn::tensor::Gradients>,
+    out: HashMap<String, (Vec<usize>, Vec<f32>)>,
+}
+
+impl ModuleVisitor for Collect<'_> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let value = match self.grads {
+            Some(grads) => match param.val().grad(grads) {
+                Some(g) => g,
+                None => return, // running statistics
+            },
+            None => param.val(),
+        };
+        let shape = value.dims().to_vec();
+        let data: TensorData = value.into_data();
+        self.out.insert(torch_name(&self.path.join(".")), (shape, data.try_into_vec::<f32>().unwrap()));
+    }
+}
+
+fn collect(model: &BarlowTwins, grads: Option<&burn::tensor::Gradients>) -> Fixture {
+    let mut c = Collect { path: vec![], grads, out: HashMap::new() };
+    model.visit(&mut c);
+    c.out
+}
+
+/// max |ours − golden| / max |golden|; a matrix (a Linear weight) is compared with its
+/// transpose, as burn stores `in × out` where PyTorch stores `out × in`.
+fn rel_diff((shape, ours): &(Vec<usize>, Vec<f32>), (gshape, golden): &(Vec<usize>, Vec<f32>)) -> f32 {
+    let ours: Vec<f32> = match shape.len() {
+        2 => {
+            let [a, b] = [shape[0], shape[1]];
+            assert_eq!(gshape, &vec![b, a], "shapes {shape:?} and {gshape:?}");
+            (0..a * b).map(|t| ours[(t % a) * b + t / a]).collect()
+        }
+        _ => {
+            assert_eq!(shape, gshape);
+            ours.clone()
+        }
+    };
+    let scale = golden.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-12);
+    ours.iter().zip(golden).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max) / scale
+}
+
+fn input(f: &Fixture, key: &str, device: &Device) -> Tensor<4> {
+    let (shape, values) = &f[key];
+    Tensor::from_data(TensorData::new(values.clone(), shape.clone()), device)
+}
+
+#[test]
+fn one_step_matches_pytorch() {
+    let golden = read_safetensors(&fixture("step_r18_w4.safetensors"));
+    let device = common::device();
+    let model = model(&device);
+    let loss = model.forward(input(&golden, "x1", &device), input(&golden, "x2", &device));
+    let value = loss.total.clone().into_scalar::<f32>();
+    let expected = golden["loss"].1[0];
+    assert!((value - expected).abs() / expected < 1e-5, "loss {value} vs PyTorch {expected}");
+
+    let grads = loss.total.backward();
+    let ours = collect(&model, Some(&grads));
+    assert_eq!(ours.len(), golden.keys().filter(|k| k.starts_with("grad.")).count());
+    let mut errors: Vec<(f32, &String)> = ours.iter().map(|(name, g)| (rel_diff(g, &golden[&format!("grad.{name}")]), name)).collect();
+    errors.sort_by(|a, b| b.0.total_cmp(&a.0));
+    eprintln!("largest gradient differences: {:?}", &errors[..8]);
+    let (err, name) = errors[0];
+    assert!(err < 1e-4, "gradient of {name}: relative difference {err}");
+
+    // Running statistics after the two training-mode passes (PyTorch: unbiased batch variance).
+    let after = collect(&model.valid(), None);
+    let mut checked = 0;
+    for (key, golden) in golden.iter().filter(|(k, _)| k.starts_with("running.")) {
+        let err = rel_diff(&after[key.strip_prefix("running.").unwrap()], golden);
+        assert!(err < 1e-5, "{key}: relative difference {err}");
+        checked += 1;
+    }
+    assert_eq!(checked, 2 * (20 + 2));
+}
