@@ -15,3 +15,4 @@ pub mod model;
 pub mod optim;
 pub mod plot;
 pub mod train;
+pub mod weights;

@@ -1,0 +1,3 @@
+//! Encoder weights from outside a barlow run.
+
+pub mod pickle;
