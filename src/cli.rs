@@ -16,12 +16,13 @@ pub struct Cli {
 pub enum Command {
     /// Pretrain an encoder with Barlow Twins.
     Train(TrainArgs),
-    /// Evaluate a checkpoint's encoder on a labeled dataset.
+    /// Evaluate an encoder (a run's, or --weights) on a labeled dataset.
     #[command(subcommand)]
     Eval(EvalCommand),
-    /// Write a checkpoint's embeddings of a dataset (.npy or .safetensors, ids alongside).
+    /// Write an encoder's embeddings of a dataset (.npy or .safetensors, ids alongside).
     Embed(crate::commands::EmbedArgs),
-    /// Write a checkpoint's encoder under torchvision's names (loads with strict=True).
+    /// Write an encoder under torchvision's names (loads with strict=True); with --weights, a
+    /// converter from .pth to .safetensors.
     Export(ExportArgs),
     /// Redraw a run's pictures: curves.png and correlation.png.
     Plot {
