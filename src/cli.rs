@@ -135,6 +135,12 @@ pub struct TrainArgs {
     /// Shorthand for `--set optim.epochs=N`.
     #[arg(long)]
     pub epochs: Option<usize>,
+    /// Start the encoder from these weights instead of at random (the projector starts fresh):
+    /// a torchvision-layout file as `eval --weights` reads, which must fit model.arch, stem and
+    /// width. Its path and SHA-256 go into the run's config.toml: --resume does not read it
+    /// again, and a new run from that config refuses the file if it has changed.
+    #[arg(long, value_name = "FILE", conflicts_with = "resume")]
+    pub init: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -179,7 +185,10 @@ fn train(mut args: TrainArgs) -> Result<()> {
         true => args.out.join("config.toml").display().to_string(),
         false => "quick".into(),
     };
-    let config = args.config.load(&fallback)?;
+    let mut config = args.config.load(&fallback)?;
+    if let Some(file) = &args.init {
+        config.model.init = Some(crate::weights::record_init(file)?);
+    }
     let existing = crate::train::checkpoint_path(&args.out);
     if !args.resume && !args.overwrite && existing.exists() {
         anyhow::bail!(

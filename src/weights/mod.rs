@@ -1,10 +1,10 @@
-//! Encoder weights from outside a barlow run: `--weights FILE --arch ...`.
+//! Encoder weights from outside a barlow run: `--weights FILE --arch ...` and `train --init FILE`.
 
 pub mod pickle;
 
-use crate::config::Config;
+use crate::config::{Config, InitWeights};
 use crate::model::{Arch, BarlowTwins, Stem};
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use std::path::{Path, PathBuf};
 
@@ -51,6 +51,7 @@ impl WeightsArgs {
             _ => Stem::Imagenet,
         };
         config.model.width = self.width.unwrap_or(64);
+        config.model.init = None;
         Ok(Some((file.clone(), config)))
     }
 }
@@ -64,5 +65,30 @@ pub fn model_from(file: &Path, config: &Config, device: &Device, hint: &str) -> 
     let name = |v: &dyn std::fmt::Debug| format!("{v:?}").to_lowercase();
     let what = format!("a {} with the {} stem and width {}, as {hint} say", name(&m.arch), name(&m.stem), m.width);
     model.backbone = crate::export::import_as(model.backbone, file, &what)?;
+    Ok(model)
+}
+
+/// What `train --init FILE` records in the run's config: the absolute path and the SHA-256.
+pub fn record_init(file: &Path) -> Result<InitWeights> {
+    let path = std::fs::canonicalize(file).with_context(|| format!("--init {}: no such file", file.display()))?;
+    let sha256 = crate::data::download::sha256(&path)?;
+    Ok(InitWeights { path, sha256 })
+}
+
+/// The model a new run starts from: `config`'s, with the encoder of `model.init` when set, after
+/// checking that the file is still the one the config recorded.
+pub fn initial_model(config: &Config, device: &Device) -> Result<BarlowTwins> {
+    let Some(init) = &config.model.init else { return Ok(config.model().init(device)) };
+    let actual = crate::data::download::sha256(&init.path)
+        .context("reading model.init, the weights this config starts from")?;
+    if actual != init.sha256 {
+        bail!(
+            "{}: the config's model.init recorded SHA-256 {}, the file now has {actual}; it changed since. \
+             Start from it as it is now with --init {}, or restore the original",
+            init.path.display(), init.sha256, init.path.display()
+        );
+    }
+    let model = model_from(&init.path, config, device, "model.arch, model.stem and model.width")?;
+    eprintln!("encoder initialised from {} (sha256 {}…); projector fresh", init.path.display(), &init.sha256[..12]);
     Ok(model)
 }
