@@ -16,12 +16,13 @@ pub struct Cli {
 pub enum Command {
     /// Pretrain an encoder with Barlow Twins.
     Train(TrainArgs),
-    /// Evaluate a checkpoint's encoder on a labeled dataset.
+    /// Evaluate an encoder (a run's, or --weights) on a labeled dataset.
     #[command(subcommand)]
     Eval(EvalCommand),
-    /// Write a checkpoint's embeddings of a dataset (.npy or .safetensors, ids alongside).
+    /// Write an encoder's embeddings of a dataset (.npy or .safetensors, ids alongside).
     Embed(crate::commands::EmbedArgs),
-    /// Write a checkpoint's encoder under torchvision's names (loads with strict=True).
+    /// Write an encoder under torchvision's names (loads with strict=True); with --weights, a
+    /// converter from .pth to .safetensors.
     Export(ExportArgs),
     /// Redraw a run's pictures: curves.png and correlation.png.
     Plot {
@@ -137,6 +138,12 @@ pub struct TrainArgs {
     /// Shorthand for `--set optim.epochs=N`.
     #[arg(long)]
     pub epochs: Option<usize>,
+    /// Start the encoder from these weights instead of at random (the projector starts fresh):
+    /// a torchvision-layout file as `eval --weights` reads, which must fit model.arch, stem and
+    /// width. Its path and SHA-256 go into the run's config.toml: --resume does not read it
+    /// again, and a new run from that config refuses the file if it has changed.
+    #[arg(long, value_name = "FILE", conflicts_with = "resume")]
+    pub init: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -183,7 +190,10 @@ fn train(mut args: TrainArgs) -> Result<()> {
         true => args.out.join("config.toml").display().to_string(),
         false => "quick".into(),
     };
-    let config = args.config.load(&fallback)?;
+    let mut config = args.config.load(&fallback)?;
+    if let Some(file) = &args.init {
+        config.model.init = Some(crate::weights::record_init(file)?);
+    }
     let existing = crate::train::checkpoint_path(&args.out);
     if !args.resume && !args.overwrite && existing.exists() {
         anyhow::bail!(

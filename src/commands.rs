@@ -11,41 +11,84 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use std::path::{Path, PathBuf};
 
-/// A checkpoint, and what may change when using it: where the data lies, the backend.
+/// Which encoder a command uses (a run's checkpoint, or a weights file from anywhere) and what
+/// may change when using it: where the data lies, the backend.
 #[derive(clap::Args, Debug, Clone)]
 pub struct CheckpointArgs {
     /// A run's `checkpoint.bin`, or its run directory.
-    #[arg(long, short = 'k')]
-    pub checkpoint: PathBuf,
+    #[arg(long, short = 'k', value_name = "RUN", required_unless_present = "weights")]
+    pub checkpoint: Option<PathBuf>,
+    #[command(flatten)]
+    pub weights: crate::weights::WeightsArgs,
     #[command(flatten)]
     pub overrides: crate::cli::Overrides,
-    /// flex, ndarray, cuda, wgpu, tch [default: the run's].
+    /// flex, ndarray, cuda, wgpu, tch [default: the config's].
     #[arg(long)]
     pub backend: Option<String>,
 }
 
 impl CheckpointArgs {
-    /// The checkpoint's config (with overrides) and model, on the chosen device.
-    pub fn path(&self) -> PathBuf {
-        match self.checkpoint.is_dir() {
-            true => crate::train::checkpoint_path(&self.checkpoint),
-            false => self.checkpoint.clone(),
+    /// A run's checkpoint.
+    pub fn run(path: &Path) -> CheckpointArgs {
+        CheckpointArgs {
+            checkpoint: Some(path.to_path_buf()),
+            weights: Default::default(),
+            overrides: Default::default(),
+            backend: None,
         }
     }
 
-    pub fn load(&self) -> Result<(Config, BarlowTwins, Device)> {
-        self.load_with_state().map(|(config, model, device, _)| (config, model, device))
+    /// The checkpoint file (`-k`), or `None` for --weights.
+    pub fn path(&self) -> Option<PathBuf> {
+        self.checkpoint.as_ref().map(|k| match k.is_dir() {
+            true => crate::train::checkpoint_path(k),
+            false => k.clone(),
+        })
     }
 
-    /// As [`load`](Self::load), also giving the run's position; the file is read once.
+    /// The config (with overrides), the model in eval mode, on the chosen device. With
+    /// --weights, the projector is fresh: see [`has_projector`](Self::has_projector).
+    pub fn load(&self) -> Result<(Config, BarlowTwins, Device)> {
+        match self.weights.config(&self.overrides.list())? {
+            Some((file, config)) => {
+                let device = self.device(&config)?;
+                let model = self.weights_model(&file, &config, &device)?;
+                Ok((config, model.valid(), device))
+            }
+            None => self.load_with_state().map(|(config, model, device, _)| (config, model, device)),
+        }
+    }
+
+    /// Whether the model's projector is trained (a run's) rather than fresh (--weights).
+    pub fn has_projector(&self) -> bool {
+        self.weights.weights.is_none()
+    }
+
+    /// The model again, on `device` (fine-tuning trains it on the autodiff device).
+    pub fn model_on(&self, config: &Config, device: &Device) -> Result<BarlowTwins> {
+        match (&self.weights.weights, self.path()) {
+            (Some(file), _) => self.weights_model(file, config, device),
+            (None, Some(path)) => Ok(checkpoint::load_model(&path, device)?.1),
+            (None, None) => bail!("name a run with -k or a weights file with --weights"),
+        }
+    }
+
+    fn weights_model(&self, file: &Path, config: &Config, device: &Device) -> Result<BarlowTwins> {
+        crate::weights::model_from(file, config, device, "--arch, --stem and --width")
+    }
+
+    fn device(&self, config: &Config) -> Result<Device> {
+        crate::backend::device(self.backend.as_deref().unwrap_or(&config.train.backend))
+    }
+
+    /// As [`load`](Self::load) for a run (`-k`), also giving its position; the file is read once.
     pub fn load_with_state(&self) -> Result<(Config, BarlowTwins, Device, checkpoint::RunState)> {
-        let path = self.path();
+        let path = self.path().context("this needs a run (-k RUN)")?;
         let ckpt = checkpoint::Checkpoint::read(&path)?;
         let state = ckpt.state.clone();
         let config = Config::parse(&state.config, &self.overrides.list())
             .with_context(|| format!("the config saved in {}", path.display()))?;
-        let backend = self.backend.clone().unwrap_or(config.train.backend.clone());
-        let device = crate::backend::device(&backend)?;
+        let device = self.device(&config)?;
         let model = ckpt.model(&config, &device).with_context(|| format!("loading the model of {}", path.display()))?;
         Ok((config, model.valid(), device, state))
     }
@@ -118,7 +161,7 @@ pub fn linear(args: &LinearArgs) -> Result<Accuracy> {
         if args.finetune { ", fine-tuned" } else if args.augment { ", crop+flip" } else { "" }
     );
     if args.finetune {
-        let (_, model) = checkpoint::load_model(&args.checkpoint.path(), &device.clone().autodiff())?;
+        let model = args.checkpoint.model_on(&config, &device.clone().autodiff())?;
         let config = eval::finetune::FinetuneConfig {
             epochs: args.epochs,
             batch_size: args.batch_size,
@@ -173,6 +216,9 @@ pub struct EmbedArgs {
 }
 
 pub fn embed(args: &EmbedArgs) -> Result<()> {
+    if args.projector && !args.checkpoint.has_projector() {
+        bail!("--projector needs a run (-k RUN): a --weights file gives barlow only the encoder");
+    }
     let (config, model, device) = args.checkpoint.load()?;
     let split = match args.split.as_str() {
         "pretrain" => Split::Pretrain,
@@ -230,16 +276,18 @@ pub fn export(args: &CheckpointArgs, format: &str, out: &Path) -> Result<()> {
     }
     let (config, model, _) = args.load()?;
     crate::export::export_safetensors(&model.backbone, out)?;
+    let m = &config.model;
+    let name = |v: &dyn std::fmt::Debug| format!("{v:?}").to_lowercase();
     println!(
-        "wrote the {:?} encoder ({:?} stem, width {}) under torchvision names to {}",
-        config.model.arch, config.model.stem, config.model.width, out.display()
+        "wrote the {} encoder ({} stem, width {}) under torchvision names to {}",
+        name(&m.arch), name(&m.stem), m.width, out.display()
     );
     Ok(())
 }
 
 /// Redraws a run's `curves.png` and `correlation.png`.
 pub fn plot(run: &Path) -> Result<()> {
-    let args = CheckpointArgs { checkpoint: run.to_path_buf(), overrides: Default::default(), backend: None };
+    let args = CheckpointArgs::run(run);
     println!("wrote {}", crate::train::plots::curves(run)?.display());
     let (config, model, _, state) = args.load_with_state()?;
     let set = data::open_train(&config.data)?;

@@ -54,6 +54,17 @@ pub struct ModelConfig {
     pub projector: Vec<usize>,
     #[serde(default = "default_lambda")]
     pub lambda: f64,
+    /// Encoder weights a new run starts from (`train --init`); resuming reads the checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<InitWeights>,
+}
+
+/// A weights file and its SHA-256, so that a changed file is noticed rather than used.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitWeights {
+    pub path: PathBuf,
+    pub sha256: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -3,9 +3,11 @@
 use crate::model::ResNet;
 use anyhow::{Context, Result, bail};
 use burn::store::{
-    BurnToPyTorchAdapter, KeyRemapper, ModuleSnapshot, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,
+    ApplyError, ApplyResult, BurnToPyTorchAdapter, KeyRemapper, ModuleSnapshot, PyTorchToBurnAdapter, PytorchStore,
+    SafetensorsStore,
 };
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::Path;
 
 /// Writes the encoder so that `torchvision.models.resnetNN()` (with `fc = nn.Identity()`, and for
@@ -36,56 +38,114 @@ pub fn export_safetensors(encoder: &ResNet, path: &Path) -> Result<()> {
 }
 
 /// Loads torchvision-named encoder weights into `encoder` (built with the same architecture):
-/// a `.safetensors` file, or a PyTorch `.pth`/`.pt` read by burn's pickle reader, which
-/// rebuilds tensors without executing any code from the file.
+/// a safetensors file or a PyTorch checkpoint (`.pth`, `.pt`, `.pth.tar`), told apart by their
+/// contents. A checkpoint's pickle is checked first ([`crate::weights::pickle`]) and then read by
+/// burn's reader, which rebuilds tensors without executing anything from the file.
 ///
-/// Keys may carry a `module.` (DistributedDataParallel) or `backbone.` (the official
-/// training checkpoint) prefix; `fc.*` and `num_batches_tracked` entries are ignored.
-pub fn import(mut encoder: ResNet, path: &Path) -> Result<ResNet> {
+/// The tensors may be the whole file or under `state_dict` / `model` (a training checkpoint),
+/// with a `module.` (DistributedDataParallel) and/or `backbone.` (the official training
+/// checkpoint) prefix; `fc.*`, `num_batches_tracked` and anything else beyond the encoder
+/// (a projector, optimizer state) are ignored. Every tensor of the encoder must be found, with
+/// its shape.
+pub fn import(encoder: ResNet, path: &Path) -> Result<ResNet> {
+    import_as(encoder, path, "this encoder")
+}
+
+/// As [`import`]; `what` names the encoder in the errors for a file that does not fit it
+/// (say, "a resnet50 with the imagenet stem and width 64, as --arch/--stem/--width say").
+pub fn import_as(mut encoder: ResNet, path: &Path, what: &str) -> Result<ResNet> {
     let remap = KeyRemapper::from_patterns(vec![(r"^module\.", ""), (r"^backbone\.", "")])
         .expect("valid patterns");
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-    let result = match ext {
-        "safetensors" => {
-            let mut store = SafetensorsStore::from_file(path)
-                .with_from_adapter(PyTorchToBurnAdapter)
-                .remap(remap)
-                .allow_partial(true);
-            encoder.load_from(&mut store).map_err(|e| anyhow::anyhow!("{e}"))
-        }
-        "pth" | "pt" | "tar" => {
-            // A bare state dict, or a training checkpoint holding it under `state_dict` / `model`.
-            let mut last = None;
-            for key in [None, Some("state_dict"), Some("model")] {
-                let mut store = PytorchStore::from_file(path).remap(remap.clone()).allow_partial(true);
-                if let Some(key) = key {
-                    store = store.with_top_level_key(key);
-                }
-                match encoder.load_from(&mut store) {
-                    Ok(r) if r.applied.is_empty() => last = Some(Ok(r)),
-                    Ok(r) => {
-                        last = Some(Ok(r));
-                        break;
-                    }
-                    Err(e) => last = Some(Err(anyhow::anyhow!("{e}"))),
-                }
+    let mut head = [0u8; 9];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .with_context(|| format!("reading {}", path.display()))?;
+    // safetensors: a little-endian u64 header length, then the header's JSON.
+    let safetensors = n == 9 && u64::from_le_bytes(head[..8].try_into().expect("8 bytes")) < 100_000_000 && head[8] == b'{';
+    let result = if safetensors {
+        let mut store = SafetensorsStore::from_file(path)
+            .with_from_adapter(PyTorchToBurnAdapter)
+            .remap(remap)
+            .allow_partial(true)
+            .validate(false);
+        encoder.load_from(&mut store).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+    } else {
+        crate::weights::pickle::check(path)?;
+        // A bare state dict first, then the keys training checkpoints keep it under: the first
+        // reading that fits some of the encoder wins.
+        let mut best: Option<ApplyResult> = None;
+        let mut failure = None;
+        for key in [None, Some("state_dict"), Some("model")] {
+            let mut store = PytorchStore::from_file(path).remap(remap.clone()).allow_partial(true).validate(false);
+            if let Some(key) = key {
+                store = store.with_top_level_key(key);
             }
-            last.expect("at least one attempt")
+            match encoder.load_from(&mut store) {
+                Ok(r) if !r.applied.is_empty() || !r.errors.is_empty() => {
+                    best = Some(r);
+                    break;
+                }
+                Ok(r) => best = best.or(Some(r)),
+                Err(e) => failure = failure.or(Some(e.to_string())),
+            }
         }
-        _ => bail!("{}: expected a .safetensors, .pth or .pt file", path.display()),
+        match (best, failure) {
+            (Some(r), _) => r,
+            (None, Some(e)) => bail!("{}: cannot be read as a PyTorch checkpoint: {e}", path.display()),
+            (None, None) => unreachable!("one reading was tried"),
+        }
+    };
+    check_fit(&encoder, &result, path, what)?;
+    Ok(encoder)
+}
+
+/// torchvision's name for an encoder tensor (burn calls BatchNorm's affine pair gamma/beta).
+fn torchvision_name(path: &str) -> String {
+    match (path.strip_suffix(".gamma"), path.strip_suffix(".beta")) {
+        (Some(p), _) => format!("{p}.weight"),
+        (_, Some(p)) => format!("{p}.bias"),
+        _ => path.to_string(),
     }
-    .with_context(|| format!("loading encoder weights from {}", path.display()))?;
-    if !result.errors.is_empty() {
-        bail!("{}: weights do not fit this encoder: {result}", path.display());
+}
+
+/// Errors for a file that does not fit: the first tensor (in the network's order) whose shape
+/// differs, else the tensors it lacks.
+fn check_fit(encoder: &ResNet, result: &ApplyResult, path: &Path, what: &str) -> Result<()> {
+    let order: Vec<String> = encoder.collect(None, None, false).into_iter().map(|t| t.name).collect();
+    let position = |p: &str| order.iter().position(|o| o == p).unwrap_or(usize::MAX);
+    let first = result.errors.iter().min_by_key(|e| match e {
+        ApplyError::ShapeMismatch { path, .. } | ApplyError::DTypeMismatch { path, .. }
+        | ApplyError::AdapterError { path, .. } | ApplyError::LoadError { path, .. } => position(path),
+    });
+    match first {
+        Some(ApplyError::ShapeMismatch { path: name, expected, found }) => bail!(
+            "{}: `{}` has shape {found} in the file but {expected} in {what}{}",
+            path.display(), torchvision_name(name),
+            if result.errors.len() > 1 { format!(" ({} tensors differ)", result.errors.len()) } else { String::new() }
+        ),
+        Some(other) => bail!("{}: {other}", path.display()),
+        None => {}
     }
-    if !result.missing.is_empty() {
-        let missing: Vec<&str> = result.missing.iter().map(|(p, _)| p.as_str()).take(5).collect();
+    if result.applied.is_empty() {
+        let mut seen: Vec<&str> = result.unused.iter().map(String::as_str).collect();
+        seen.sort();
+        seen.truncate(4);
         bail!(
-            "{}: {} of the encoder's tensors are not in the file (e.g. {}); is it the same architecture?",
+            "{}: none of the tensors of {what} are in the file (its tensors are named like {}); \
+             expected torchvision's ResNet names such as `conv1.weight`, `layer1.0.bn1.running_mean`",
             path.display(),
-            result.missing.len(),
-            missing.join(", ")
+            if seen.is_empty() { "nothing: it holds no tensors".into() } else { format!("`{}`", seen.join("`, `")) }
         );
     }
-    Ok(encoder)
+    if !result.missing.is_empty() {
+        let mut missing: Vec<&str> = result.missing.iter().map(|(p, _)| p.as_str()).collect();
+        missing.sort_by_key(|p| position(p));
+        let names: Vec<String> = missing.iter().take(4).map(|p| format!("`{}`", torchvision_name(p))).collect();
+        bail!(
+            "{}: {} of the {} tensors of {what} are missing from the file: {}{}",
+            path.display(), missing.len(), order.len(), names.join(", "),
+            if missing.len() > 4 { ", …" } else { "" }
+        );
+    }
+    Ok(())
 }

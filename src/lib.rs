@@ -16,3 +16,4 @@ pub mod ops;
 pub mod optim;
 pub mod plot;
 pub mod train;
+pub mod weights;

@@ -65,25 +65,11 @@ fn importing_into_another_architecture_names_the_file_and_the_problem() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// The python interpreter with torch and torchvision: `$BARLOW_TORCH_PYTHON`, `.venv-ref`, or none.
-fn torch_python() -> Option<std::path::PathBuf> {
-    let candidates = [
-        std::env::var_os("BARLOW_TORCH_PYTHON").map(Into::into),
-        Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-ref/bin/python")),
-    ];
-    candidates.into_iter().flatten().find(|p: &std::path::PathBuf| {
-        std::process::Command::new(p)
-            .args(["-c", "import torch, torchvision, safetensors"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    })
-}
-
 /// torchvision's own ResNet loads the export with `strict=True` and computes the same features.
 /// Runs where PyTorch is installed (scripts/make_fixtures.py says how); says so and passes where not.
 #[test]
 fn torchvision_loads_the_export_strictly_and_agrees() {
-    let Some(python) = torch_python() else {
+    let Some(python) = common::torch_python() else {
         eprintln!("skipped: no python with torch/torchvision (set BARLOW_TORCH_PYTHON or make .venv-ref)");
         return;
     };
@@ -121,24 +107,4 @@ fn torchvision_loads_the_export_strictly_and_agrees() {
         assert!(out.status.success(), "{text}");
     }
     std::fs::remove_dir_all(&dir).ok();
-}
-
-/// An official-style training checkpoint (`model` entry, `module.backbone.` prefixes, fc and
-/// BatchNorm counters) loads without running pickle code, and so does the plain safetensors.
-#[test]
-fn a_pytorch_checkpoint_imports_with_its_prefixes() {
-    let device = barlow::backend::device("auto").unwrap();
-    let fresh = || ResNetConfig::new(Arch::Resnet18).with_stem(Stem::Cifar).with_width(4).init(&device);
-    let want = common::read_safetensors(&common::fixture("import_r18_w4.safetensors"));
-    for file in ["import_r18_w4.pth", "import_r18_w4.safetensors"] {
-        let net = barlow::export::import(fresh(), &common::fixture(file)).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("back.safetensors");
-        barlow::export::export_safetensors(&net, &out).unwrap();
-        let got = common::read_safetensors(&out);
-        for (name, (shape, values)) in &want {
-            let (s, v) = &got[name];
-            assert_eq!((s, v), (shape, values), "{file}: {name}");
-        }
-    }
 }

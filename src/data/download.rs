@@ -137,8 +137,8 @@ fn open_from(url: &str, offset: u64) -> Result<(Box<dyn Read>, bool)> {
     Ok((Box::new(response.into_body().into_reader()), restarted))
 }
 
-/// Checks a file's SHA-256; the error names the file and both digests.
-pub fn verify(path: &Path, sha256: &str) -> Result<()> {
+/// A file's SHA-256, in hex.
+pub fn sha256(path: &Path) -> Result<String> {
     let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -149,7 +149,12 @@ pub fn verify(path: &Path, sha256: &str) -> Result<()> {
         }
         hasher.update(&buf[..n]);
     }
-    let actual = hex::encode(hasher.finalize());
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Checks a file's SHA-256; the error names the file and both digests.
+pub fn verify(path: &Path, sha256: &str) -> Result<()> {
+    let actual = self::sha256(path)?;
     if actual != sha256 {
         bail!("{}: SHA-256 {actual} does not match the expected {sha256}; the file is corrupt or incomplete",
             path.display());

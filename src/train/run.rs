@@ -50,7 +50,10 @@ pub fn train(config: &Config, out: &Path, resume: bool) -> Result<Summary> {
     }
     let schedule = Schedule::new(batch, config.optim.epochs, config.optim.warmup_epochs, steps_per_epoch);
 
-    let mut model = config.model().init(&device);
+    let mut model = match resume {
+        true => config.model().init(&device),
+        false => crate::weights::initial_model(config, &device)?,
+    };
     let mut optim = config.lars().init();
     let mut state = RunState { epoch: 0, step: 0, config: config.to_toml() };
     if resume {
@@ -81,7 +84,8 @@ pub fn train(config: &Config, out: &Path, resume: bool) -> Result<Summary> {
     let mut knn = None;
     if !resume && let Some(m) = &monitor {
         let acc = knn_monitor(&model, m, config)?;
-        eprintln!("epoch 0 (random init): kNN top-1 {:.2}%  top-5 {:.2}%", acc.top1, acc.top5);
+        let start = if config.model.init.is_some() { "initial weights" } else { "random init" };
+        eprintln!("epoch 0 ({start}): kNN top-1 {:.2}%  top-5 {:.2}%", acc.top1, acc.top5);
         metrics.epoch(&EpochRecord { epoch: 0, step: 0, loss: None, knn_top1: Some(acc.top1),
             knn_top5: Some(acc.top5), seconds: 0.0 })?;
         knn = Some(acc);

@@ -47,3 +47,17 @@ pub fn max_rel_err(a: &[f32], b: &[f32], floor: f32) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter().zip(b).map(|(x, y)| (x - y).abs() / (y.abs() + floor)).fold(0.0, f32::max)
 }
+
+/// The python interpreter with torch and torchvision: `$BARLOW_TORCH_PYTHON`, `.venv-ref`, or none.
+pub fn torch_python() -> Option<std::path::PathBuf> {
+    let candidates = [
+        std::env::var_os("BARLOW_TORCH_PYTHON").map(Into::into),
+        Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-ref/bin/python")),
+    ];
+    candidates.into_iter().flatten().find(|p: &std::path::PathBuf| {
+        std::process::Command::new(p)
+            .args(["-c", "import torch, torchvision, safetensors"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+}
