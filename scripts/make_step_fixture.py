@@ -10,8 +10,12 @@ gradient of every parameter, and the BatchNorm running statistics after the step
 
 Keys: `x1`, `x2`; parameters under their torchvision / nn.Sequential names (`conv1.weight`,
 `layer2.0.downsample.1.bias`, `projector.0.weight`, `projector.1.weight`, ...); `grad.<name>`;
-`running.<bn>.running_mean|running_var`; `loss`.
+`running.<bn>.running_mean|running_var`; `loss`. And, for `train.precision = "bf16"`, how far
+PyTorch's own bfloat16 autocast lands from that float64 step: `bf16.loss` and `bf16.grad_error`
+(the relative L2 error of all gradients together).
 """
+import contextlib
+import copy
 import os
 
 import torch
@@ -26,6 +30,23 @@ WIDTH, SIZES, N, PIXELS, LAMBD = 4, [32, 32, 16], 8, 16, 0.0051
 def off_diagonal(x):
     n, m = x.shape
     return x.flatten()[:-1].view(n - 1, n + 1)[:, 1:].flatten()
+
+
+def barlow_step(model, x1, x2, autocast):
+    """The official BarlowTwins.forward and backward on one process; products under `autocast`,
+    the standardisation, C and the loss in the model's own precision."""
+    backbone, projector, bn = model["backbone"], model["projector"], model["bn"]
+    with autocast:
+        z1 = projector(backbone(x1))
+        z2 = projector(backbone(x2))
+    z1, z2 = z1.to(x1.dtype), z2.to(x1.dtype)
+    c = bn(z1).T @ bn(z2)
+    c.div_(N)
+    on_diag = torch.diagonal(c).add(-1).pow(2).sum()
+    off_diag = off_diagonal(c).pow(2).sum()
+    loss = on_diag + LAMBD * off_diag
+    loss.backward()
+    return loss
 
 
 def main():
@@ -73,16 +94,15 @@ def main():
         for p in model.parameters():
             p.copy_(p.float().double())
     x1, x2 = x1.float().double(), x2.float().double()
-    z1 = projector(backbone(x1))
-    z2 = projector(backbone(x2))
-    c = bn(z1).T @ bn(z2)
-    c.div_(N)
-    on_diag = torch.diagonal(c).add(-1).pow(2).sum()
-    off_diag = off_diagonal(c).pow(2).sum()
-    loss = on_diag + LAMBD * off_diag
-    loss.backward()
+    f32_model = copy.deepcopy(model).float()
+    loss = barlow_step(model, x1, x2, contextlib.nullcontext())
+    bf16_loss = barlow_step(f32_model, x1.float(), x2.float(), torch.autocast("cpu", dtype=torch.bfloat16))
+    pairs = [(a.grad.double(), b.grad) for a, b in zip(f32_model.parameters(), model.parameters())]
+    grad_error = (sum((a - b).pow(2).sum() for a, b in pairs) / sum(b.pow(2).sum() for _, b in pairs)).sqrt()
 
     out = {"x1": x1.float().contiguous(), "x2": x2.float().contiguous(), "loss": loss.detach().float().reshape(1)}
+    out["bf16.loss"] = torch.tensor([bf16_loss.item()], dtype=torch.float32)
+    out["bf16.grad_error"] = torch.tensor([grad_error.item()], dtype=torch.float32)
     out.update({k: v.contiguous() for k, v in params.items()})
     for name, p in backbone.named_parameters():
         out[f"grad.{name}"] = p.grad.float().contiguous()
@@ -94,7 +114,7 @@ def main():
                 out[f"running.{prefix}{name}.running_mean"] = m.running_mean.float().contiguous()
                 out[f"running.{prefix}{name}.running_var"] = m.running_var.float().contiguous()
     save_file(out, OUT)
-    print("wrote", OUT, "loss", loss.item())
+    print("wrote", OUT, "loss", loss.item(), "bf16 autocast: loss", bf16_loss.item(), "gradient error", grad_error.item())
 
 
 if __name__ == "__main__":

@@ -136,3 +136,41 @@ fn one_step_matches_pytorch() {
     }
     assert_eq!(checked, 2 * (20 + 2));
 }
+
+/// The same step with bfloat16 convolutions and matrix products (`train.precision = "bf16"`)
+/// lands about as far from PyTorch's float64 step as PyTorch's own bf16 autocast does (the
+/// fixture holds that distance) — and measurably away from f32, which shows bf16 was used.
+///
+/// At this toy size (8 images of 16 px, BatchNorm over 8 samples) the distance is large for
+/// both: the relative L2 error of all gradients together is about 0.4 for PyTorch.
+#[test]
+fn one_step_in_bf16_is_as_close_as_pytorch_autocast() {
+    use barlow::ops::precision::{Precision, autocast};
+    let golden = read_safetensors(&fixture("step_r18_w4.safetensors"));
+    let device = common::device();
+    let model = model(&device);
+    let loss = autocast(Precision::Bf16, || model.forward(input(&golden, "x1", &device), input(&golden, "x2", &device)));
+    let value = loss.total.clone().into_scalar::<f32>() as f64;
+    let expected = golden["loss"].1[0] as f64;
+    let torch_loss_err = (golden["bf16.loss"].1[0] as f64 - expected).abs() / expected;
+    let loss_err = (value - expected).abs() / expected;
+
+    let grads = loss.total.backward();
+    let (mut diff, mut norm) = (0.0f64, 0.0f64);
+    for (name, (shape, ours)) in collect(&model, Some(&grads)) {
+        let (_, golden) = &golden[&format!("grad.{name}")];
+        // burn stores a Linear weight as the transpose of PyTorch's.
+        let ours: Vec<f32> = match shape.len() {
+            2 => (0..ours.len()).map(|t| ours[(t % shape[0]) * shape[1] + t / shape[0]]).collect(),
+            _ => ours,
+        };
+        diff += ours.iter().zip(golden).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>();
+        norm += golden.iter().map(|b| (*b as f64).powi(2)).sum::<f64>();
+    }
+    let grad_err = (diff / norm).sqrt();
+    let torch_grad_err = golden["bf16.grad_error"].1[0] as f64;
+    eprintln!("bf16: loss error {loss_err:.2e} (PyTorch {torch_loss_err:.2e}), gradient error {grad_err:.3} (PyTorch {torch_grad_err:.3})");
+    assert!(loss_err <= (2.0 * torch_loss_err).max(1e-3), "loss {value} vs {expected}");
+    assert!(grad_err <= 1.5 * torch_grad_err, "gradient error {grad_err} vs PyTorch autocast's {torch_grad_err}");
+    assert!(grad_err > 1e-3, "bf16 gradients are as close as f32 ones: was bf16 used?");
+}

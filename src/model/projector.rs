@@ -3,7 +3,7 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
-use crate::ops::modules::batch_norm;
+use crate::ops::modules::{batch_norm, linear};
 use burn::tensor::{Device, Tensor};
 
 #[derive(Config, Debug)]
@@ -41,9 +41,9 @@ impl ProjectorConfig {
 
 impl Projector {
     pub fn forward(&self, mut x: Tensor<2>) -> Tensor<2> {
-        for (linear, bn) in &self.hidden {
-            x = batch_norm(bn, linear.forward(x), true);
+        for (layer, bn) in &self.hidden {
+            x = batch_norm(bn, linear(layer, x), true);
         }
-        self.out.forward(x)
+        linear(&self.out, x)
     }
 }

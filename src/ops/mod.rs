@@ -17,6 +17,7 @@ pub mod conv;
 #[cfg(feature = "flex")]
 mod flex;
 pub mod modules;
+pub mod precision;
 
 use burn::backend::ops::ConvOptions;
 use burn::backend::tensor::FloatTensor;

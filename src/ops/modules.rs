@@ -1,13 +1,14 @@
-//! burn's `Conv2d` and `BatchNorm` modules run through [`super::conv2d`] and
-//! [`super::batch_norm_train`]: same parameters, same results, same running statistics.
+//! burn's `Conv2d`, `Linear` and `BatchNorm` modules run through barlow's kernels
+//! ([`super::conv2d`], [`super::batch_norm_train`]) and the current [`precision`](super::precision).
 
-use burn::nn::{BatchNorm, PaddingConfig2d};
+use super::precision::{operand, result};
+use burn::nn::{BatchNorm, Linear, PaddingConfig2d};
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 use burn::tensor::ops::ConvOptions;
 
-/// `conv.forward(x)`.
+/// `conv.forward(x)`, in the current precision.
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     // barlow's convolutions are bias-free with explicit padding; others keep burn's module.
     let (None, PaddingConfig2d::Explicit(top, left, bottom, right)) = (&conv.bias, &conv.padding) else {
@@ -15,7 +16,16 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     };
     let (top, left, bottom, right) = (*top, *left, *bottom, *right);
     let options = ConvOptions::new_with_padding(conv.stride, [(top, bottom), (left, right)], conv.dilation, conv.groups);
-    super::conv2d(x, conv.weight.val(), options)
+    result(super::conv2d(operand(x), operand(conv.weight.val()), options))
+}
+
+/// `linear.forward(x)` for a batch of rows, in the current precision.
+pub fn linear(linear: &Linear, x: Tensor<2>) -> Tensor<2> {
+    let y = result(operand(x).matmul(operand(linear.weight.val())));
+    match &linear.bias {
+        Some(bias) => y + bias.val().unsqueeze(),
+        None => y,
+    }
 }
 
 /// `bn.forward(x)`, then a ReLU when `then_relu` (fused into the kernel when training).

@@ -1,0 +1,65 @@
+//! Mixed precision: inside [`autocast`]`(Precision::Bf16, ..)` convolutions and matrix products
+//! take bfloat16 operands; everything else (BatchNorm statistics, the standardisation, C, the
+//! loss, the weights and the optimiser) stays f32.
+//!
+//! Like PyTorch's autocast, this is a property of the computation, not of the model: the same
+//! module runs in either precision, and its parameters are always f32 (each product casts its
+//! operands down and its result back up; the casts are differentiable, so gradients reach the
+//! f32 weights).
+
+use burn::tensor::{DType, Tensor};
+use serde::{Deserialize, Serialize};
+use std::cell::Cell;
+
+/// The precision of convolutions and matrix products.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "bf16" => Ok(Precision::Bf16),
+            _ => Err(format!("unknown precision `{s}` (expected f32 or bf16)")),
+        }
+    }
+}
+
+thread_local! {
+    static CURRENT: Cell<Precision> = const { Cell::new(Precision::F32) };
+}
+
+/// Runs `f` with convolutions and matrix products in `precision` (on this thread), then
+/// restores the previous setting, also if `f` panics.
+pub fn autocast<R>(precision: Precision, f: impl FnOnce() -> R) -> R {
+    struct Restore(Precision);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CURRENT.set(self.0);
+        }
+    }
+    let _restore = Restore(CURRENT.replace(precision));
+    f()
+}
+
+/// A product's operand in the current precision.
+pub(crate) fn operand<const D: usize>(t: Tensor<D>) -> Tensor<D> {
+    match CURRENT.get() {
+        Precision::F32 => t,
+        Precision::Bf16 => t.cast(DType::BF16),
+    }
+}
+
+/// A product's result back in f32.
+pub(crate) fn result<const D: usize>(t: Tensor<D>) -> Tensor<D> {
+    match t.dtype() {
+        DType::F32 => t,
+        _ => t.cast(DType::F32),
+    }
+}
