@@ -34,6 +34,8 @@ pub enum Command {
     /// Measure speed.
     #[command(subcommand)]
     Bench(Bench),
+    /// Compile and autotune a config's GPU kernels ahead of training (kept in the kernel cache).
+    Tune(crate::bench::TuneArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -73,6 +75,8 @@ pub enum Bench {
     Step(crate::bench::StepArgs),
     /// Loader throughput: pairs of views per second.
     Loader(crate::bench::LoaderArgs),
+    /// A GPU backend's loss and gradients against the CPU's, on the same weights and batch.
+    Check(crate::bench::CheckArgs),
 }
 
 /// Changes to a config on the command line.
@@ -163,6 +167,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Data(DataCommand::Preview(args)) => preview(args),
         Command::Bench(Bench::Step(args)) => crate::bench::step(&args).map(|_| ()),
         Command::Bench(Bench::Loader(args)) => crate::bench::loader(&args).map(|_| ()),
+        Command::Bench(Bench::Check(args)) => crate::bench::check::check(&args).map(|_| ()),
+        Command::Tune(args) => crate::bench::tune(&args),
     }
 }
 
