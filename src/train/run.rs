@@ -80,10 +80,12 @@ pub fn train(config: &Config, out: &Path, resume: bool) -> Result<Summary> {
     let mut metrics = Metrics::open(&metrics_path, resume)?;
     let mut knn = None;
     if !resume && let Some(m) = &monitor {
+        let started = Instant::now();
         let acc = knn_monitor(&model, m, config)?;
-        eprintln!("epoch 0 (random init): kNN top-1 {:.2}%  top-5 {:.2}%", acc.top1, acc.top5);
+        let seconds = started.elapsed().as_secs_f64();
+        eprintln!("epoch 0 (random init): kNN top-1 {:.2}%  top-5 {:.2}%  ({seconds:.0}s)", acc.top1, acc.top5);
         metrics.epoch(&EpochRecord { epoch: 0, step: 0, loss: None, knn_top1: Some(acc.top1),
-            knn_top5: Some(acc.top5), seconds: 0.0 })?;
+            knn_top5: Some(acc.top5), seconds })?;
         knn = Some(acc);
     }
 
