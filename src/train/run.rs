@@ -106,9 +106,8 @@ pub fn train(config: &Config, out: &Path, resume: bool) -> Result<Summary> {
         let bar = progress_bar(steps_per_epoch, epoch, config.optim.epochs);
         let started = Instant::now();
         let mut loss_sum = 0.0;
-        // Steps run but not yet read back: their scalars, and (step, lr factor) of each.
+        // Steps run but not yet read back, tagged with their number and learning-rate factor.
         let mut pending = PendingStats::default();
-        let mut pending_steps = vec![];
         let mut last_read = Instant::now();
         let loader = data::Loader::new(&train_set, &config.data, batch, config.train.seed, epoch)?;
         for (i, views) in loader.enumerate() {
@@ -119,8 +118,7 @@ pub fn train(config: &Config, out: &Path, resume: bool) -> Result<Summary> {
             model = next;
             state.step += 1;
             steps_here += 1;
-            pending.push(&loss);
-            pending_steps.push((state.step, lr));
+            pending.push(&loss, (state.step, lr));
             device.flush()?;
             bar.inc(1);
             let end = i + 1 == steps_per_epoch || steps_here >= max_steps;
@@ -135,7 +133,7 @@ pub fn train(config: &Config, out: &Path, resume: bool) -> Result<Summary> {
                 if steps_here == 1 && !backend::is_cpu(&device) {
                     bar.suspend(|| eprintln!("first step: {seconds:.1}s"));
                 }
-                for (stats, (step, lr_factor)) in stats.into_iter().zip(pending_steps.drain(..)) {
+                for ((step, lr_factor), stats) in stats {
                     if !stats.loss.is_finite() {
                         bar.abandon();
                         bail!(

@@ -17,23 +17,29 @@ impl StepStats {
     /// Reads one step's scalars now, waiting for the device to compute them.
     pub fn read(loss: &BarlowLoss) -> Self {
         let mut pending = PendingStats::default();
-        pending.push(loss);
-        pending.read()[0]
+        pending.push(loss, ());
+        pending.read()[0].1
     }
 }
 
 /// Step scalars left on the device until they are wanted, then read back together in one
-/// transfer: reading a value waits for the device to finish everything queued before it, so
-/// reading every step would keep the host from queueing the next step while the device works.
-#[derive(Default)]
-pub struct PendingStats {
-    steps: Vec<Tensor<1>>,
+/// transfer, each with what the caller tagged its step with: reading a value waits for the
+/// device to finish everything queued before it, so reading every step would keep the host from
+/// queueing the next step while the device works.
+pub struct PendingStats<T> {
+    steps: Vec<(T, Tensor<1>)>,
 }
 
-impl PendingStats {
-    pub fn push(&mut self, loss: &BarlowLoss) {
+impl<T> Default for PendingStats<T> {
+    fn default() -> Self {
+        PendingStats { steps: vec![] }
+    }
+}
+
+impl<T> PendingStats<T> {
+    pub fn push(&mut self, loss: &BarlowLoss, tag: T) {
         let terms = [&loss.total, &loss.on_diag, &loss.off_diag].map(|t| t.clone().detach());
-        self.steps.push(Tensor::cat(terms.to_vec(), 0));
+        self.steps.push((tag, Tensor::cat(terms.to_vec(), 0)));
     }
 
     pub fn len(&self) -> usize {
@@ -44,17 +50,15 @@ impl PendingStats {
         self.steps.is_empty()
     }
 
-    /// The scalars of the steps pushed since the last read, in order.
-    pub fn read(&mut self) -> Vec<StepStats> {
+    /// The steps pushed since the last read, in order, with their scalars.
+    pub fn read(&mut self) -> Vec<(T, StepStats)> {
         if self.steps.is_empty() {
             return vec![];
         }
-        let values = Tensor::cat(std::mem::take(&mut self.steps), 0)
-            .into_data()
-            .convert::<f64>()
-            .try_into_vec::<f64>()
-            .expect("f64 step scalars");
-        values.chunks_exact(3).map(|v| StepStats { loss: v[0], on_diag: v[1], off_diag: v[2] }).collect()
+        let (tags, scalars): (Vec<T>, Vec<Tensor<1>>) = std::mem::take(&mut self.steps).into_iter().unzip();
+        let values = Tensor::cat(scalars, 0).into_data().convert::<f64>().try_into_vec::<f64>().expect("f64 step scalars");
+        let stats = values.chunks_exact(3).map(|v| StepStats { loss: v[0], on_diag: v[1], off_diag: v[2] });
+        tags.into_iter().zip(stats).collect()
     }
 }
 
