@@ -1,10 +1,19 @@
 #!/usr/bin/env python3
-"""PyTorch's time for the step `barlow bench step` measures: ResNet-18 (CIFAR stem) + projector,
+"""PyTorch's time for the step `barlow bench step` measures: a ResNet (torchvision) + projector,
 two views of N images, the official loss, backward, and the official LARS update.
 
-Run from the repository root:  .venv-ref/bin/python scripts/torch_step.py [--steps 3]
+It measures the way barlow does: untimed steps until two in a row take the same time (within
+10%, at most 10), then the timed steps queued back to back with one wait at the end
+(`torch.cuda.synchronize()` on a GPU). On CUDA it reports each precision of issue 11:
+fp32 (TF32 off), tf32 (TF32 matmuls and convolutions), bf16 (autocast to bfloat16 and
+channels_last; the standardisation, C and the loss stay in fp32, as barlow's bf16 does).
+
+Run from the repository root:
+  .venv-ref/bin/python scripts/torch_step.py [--steps 3]                  # CPU, the default step
+  python3 scripts/torch_step.py --arch resnet50 --size 224 --batch 64 --projector 8192-8192-8192
 """
 import argparse
+import json
 import time
 
 import torch
@@ -40,13 +49,15 @@ class LARS(torch.optim.Optimizer):
 
 
 class BarlowTwins(nn.Module):
-    def __init__(self, sizes, lambd=0.0051):
+    def __init__(self, arch, cifar_stem, sizes, lambd=0.0051):
         super().__init__()
-        self.backbone = torchvision.models.resnet18(zero_init_residual=True)
-        self.backbone.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
-        self.backbone.maxpool = nn.Identity()
+        self.backbone = getattr(torchvision.models, arch)(zero_init_residual=True)
+        if cifar_stem:
+            self.backbone.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+            self.backbone.maxpool = nn.Identity()
+        features = self.backbone.fc.in_features
         self.backbone.fc = nn.Identity()
-        sizes = [512] + sizes
+        sizes = [features] + sizes
         layers = []
         for i in range(len(sizes) - 2):
             layers += [nn.Linear(sizes[i], sizes[i + 1], bias=False), nn.BatchNorm1d(sizes[i + 1]), nn.ReLU(True)]
@@ -57,41 +68,90 @@ class BarlowTwins(nn.Module):
 
     def forward(self, y1, y2):
         z1, z2 = self.projector(self.backbone(y1)), self.projector(self.backbone(y2))
-        c = self.bn(z1).T @ self.bn(z2) / y1.shape[0]
-        on_diag = torch.diagonal(c).add_(-1).pow_(2).sum()
-        off_diag = c.pow(2).sum() - torch.diagonal(c).pow(2).sum()
+        # Under bf16 autocast too, the standardisation, C and the loss are computed in fp32.
+        with torch.autocast(device_type=y1.device.type, enabled=False):
+            c = self.bn(z1.float()).T @ self.bn(z2.float()) / y1.shape[0]
+            on_diag = torch.diagonal(c).add_(-1).pow_(2).sum()
+            off_diag = c.pow(2).sum() - torch.diagonal(c).pow(2).sum()
         return on_diag + self.lambd * off_diag
+
+
+def measure(args, device, precision):
+    torch.manual_seed(0)
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+        torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    bf16 = precision == "bf16"
+    layout = torch.channels_last if bf16 else torch.contiguous_format
+    model = BarlowTwins(args.arch, args.size <= 64, [int(s) for s in args.projector.split("-")])
+    model = model.to(device, memory_format=layout)
+    weights = [p for p in model.parameters() if p.ndim != 1]
+    biases = [p for p in model.parameters() if p.ndim == 1]
+    opt = LARS([{"params": weights, "lr": 0.02}, {"params": biases, "lr": 0.00048}], lr=0, weight_decay=1.5e-6)
+    shape = (args.batch, 3, args.size, args.size)
+
+    def step():
+        y1 = torch.randn(shape, device=device).contiguous(memory_format=layout)
+        y2 = torch.randn(shape, device=device).contiguous(memory_format=layout)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = model(y1, y2)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
+    warm, start = [], time.perf_counter()
+    while args.warmup > 0:
+        t = time.perf_counter()
+        step().item()
+        sync()
+        warm.append(time.perf_counter() - t)
+        steady = len(warm) > 1 and abs(warm[-1] - warm[-2]) <= 0.1 * warm[-2]
+        if len(warm) >= args.warmup and (steady or len(warm) >= 10):
+            break
+    warmup_s = time.perf_counter() - start
+    sync()
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        loss = step()
+    loss = loss.item()
+    sync()
+    mean = (time.perf_counter() - start) / args.steps
+    where = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} threads"
+    return dict(framework="pytorch", precision=precision, arch=args.arch, batch=args.batch, size=args.size,
+                projector=args.projector, s_per_step=mean, images_per_s=args.batch / mean, steps=args.steps,
+                warmup=dict(steps=len(warm), seconds=warmup_s, first_step_s=warm[0] if warm else None),
+                loss=loss, torch=torch.__version__, device=where)
 
 
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--arch", default="resnet18", choices=["resnet18", "resnet34", "resnet50"])
     ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--size", type=int, default=32)
+    ap.add_argument("--size", type=int, default=32, help="up to 64 px the CIFAR stem, above it the ImageNet one")
     ap.add_argument("--projector", default="2048-2048-2048")
-    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--warmup", type=int, default=1, help="untimed steps at least (then until steady)")
     ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--precision", default=None,
+                    help="comma-separated fp32, tf32, bf16 [default: all three on CUDA, fp32 on a CPU]")
+    ap.add_argument("--json", action="store_true", help="one JSON object per precision instead of a sentence")
     args = ap.parse_args()
-    torch.manual_seed(0)
-    model = BarlowTwins([int(s) for s in args.projector.split("-")])
-    weights = [p for p in model.parameters() if p.ndim != 1]
-    biases = [p for p in model.parameters() if p.ndim == 1]
-    opt = LARS([{"params": weights, "lr": 0.02}, {"params": biases, "lr": 0.00048}], lr=0, weight_decay=1.5e-6)
-    times = []
-    for i in range(args.warmup + args.steps):
-        y1 = torch.randn(args.batch, 3, args.size, args.size)
-        y2 = torch.randn(args.batch, 3, args.size, args.size)
-        start = time.perf_counter()
-        loss = model(y1, y2)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        loss.item()
-        if i >= args.warmup:
-            times.append(time.perf_counter() - start)
-    mean = sum(times) / len(times)
-    print(f"   pytorch: {mean:.3f} s/step  {args.batch / mean:.1f} images/s  "
-          f"(N={args.batch}, {args.size}×{args.size}, {len(times)} timed steps, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads)")
+    device = torch.device(args.device)
+    precisions = args.precision or ("fp32,tf32,bf16" if device.type == "cuda" else "fp32")
+    for precision in precisions.split(","):
+        r = measure(args, device, precision)
+        if args.json:
+            print(json.dumps(r), flush=True)
+        else:
+            print(f"   pytorch {precision}: {r['s_per_step']:.3f} s/step  {r['images_per_s']:.1f} images/s  "
+                  f"(N={args.batch}, {args.size}×{args.size}, {args.steps} timed steps, "
+                  f"torch {torch.__version__}, {r['device']})", flush=True)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 use anyhow::{Result, bail};
 use burn::tensor::Device;
 
-/// The backends compiled into this binary, the default (the measured-fastest CPU one) first.
+/// The backends compiled into this binary, GPUs first, then the CPU ones (the default, the
+/// measured-fastest, first among those).
 pub fn available() -> Vec<&'static str> {
     let mut names = vec![];
     if cfg!(feature = "cuda") {
@@ -11,6 +12,9 @@ pub fn available() -> Vec<&'static str> {
     }
     if cfg!(feature = "wgpu") {
         names.push("wgpu");
+    }
+    if cfg!(feature = "tch") {
+        names.push("tch-cuda");
     }
     if cfg!(feature = "flex") {
         names.push("flex");
@@ -27,15 +31,15 @@ pub fn available() -> Vec<&'static str> {
     names
 }
 
-/// The device for a backend name (`flex`, `ndarray`, `cpu`, `cuda[:i]`, `wgpu`, `tch`), or the
-/// first available one for `auto`.
-#[allow(deprecated, unreachable_code)] // ndarray and tch are deprecated upstream but still measured
+/// The device for a backend name: `flex`, `ndarray`, `cpu`, `cuda[:i]`, `wgpu`, `tch` (LibTorch
+/// on the CPU), `tch-cuda[:i]` (LibTorch on a GPU); `auto` is a CUDA device when the build has
+/// CUDA and the machine a CUDA GPU, else the first CPU backend. A GPU backend whose driver or
+/// device is missing is an error that says so.
+#[allow(deprecated)] // ndarray and tch are deprecated upstream but still measured
 pub fn device(name: &str) -> Result<Device> {
-    let name = if name == "auto" {
-        *available().first().ok_or_else(|| anyhow::anyhow!("no backend compiled in"))?
-    } else {
-        name
-    };
+    if name == "auto" {
+        return auto();
+    }
     let (kind, index) = match name.split_once(':') {
         Some((k, i)) => (k, i.parse::<usize>().map_err(|_| anyhow::anyhow!("bad device index in `{name}`"))?),
         None => (name, 0),
@@ -49,15 +53,67 @@ pub fn device(name: &str) -> Result<Device> {
         #[cfg(feature = "cpu")]
         "cpu" => Device::cpu(),
         #[cfg(feature = "cuda")]
-        "cuda" => Device::cuda(index),
+        "cuda" => crate::gpu::cuda(index)?,
         #[cfg(feature = "wgpu")]
-        "wgpu" => Device::wgpu(Default::default()),
+        "wgpu" => crate::gpu::wgpu()?,
         #[cfg(feature = "tch")]
         "tch" => Device::libtorch(),
+        #[cfg(feature = "tch")]
+        "tch-cuda" => {
+            let found = Device::enumerate(burn::tensor::DeviceType::LibTorch).into_vec().len();
+            if index >= found {
+                bail!("tch-cuda:{index} asked for, but LibTorch sees {found} CUDA device(s) (is it a CPU-only \
+                       LibTorch, or is the NVIDIA driver missing?)");
+            }
+            Device::libtorch_cuda(index)
+        }
         other => bail!(
             "backend `{other}` is not compiled into this binary (available: {}); \
-             rebuild with `--features {other}`",
-            available().join(", ")
+             rebuild with `--features {}`",
+            available().join(", "),
+            other.trim_end_matches("-cuda")
         ),
     })
+}
+
+#[allow(deprecated)]
+fn auto() -> Result<Device> {
+    #[cfg(feature = "cuda")]
+    if !Device::enumerate(burn::tensor::DeviceType::Cuda).into_vec().is_empty() {
+        return crate::gpu::cuda(0);
+    }
+    match available().into_iter().find(|b| is_cpu_name(b)) {
+        Some(cpu) => device(cpu),
+        None => device(available().first().ok_or_else(|| anyhow::anyhow!("no backend compiled in"))?),
+    }
+}
+
+fn is_cpu_name(name: &str) -> bool {
+    matches!(name, "flex" | "ndarray" | "cpu" | "tch")
+}
+
+/// Whether `device` (with or without autodiff) is one of the CPU backends, which run each
+/// operation as it comes and so gain nothing from larger batches or fewer synchronisations.
+#[allow(deprecated)]
+pub fn is_cpu(device: &Device) -> bool {
+    let mut cpus: Vec<Device> = vec![];
+    #[cfg(feature = "flex")]
+    cpus.push(Device::flex());
+    #[cfg(feature = "ndarray")]
+    cpus.push(Device::ndarray());
+    #[cfg(feature = "cpu")]
+    cpus.push(Device::cpu());
+    #[cfg(feature = "tch")]
+    cpus.push(Device::libtorch());
+    // Equality ignores autodiff.
+    cpus.contains(device)
+}
+
+/// The file where this build's GPU runtimes keep tuned and compiled kernels (`None` in a build
+/// without one).
+pub fn kernel_cache() -> Option<std::path::PathBuf> {
+    #[cfg(feature = "cubecl")]
+    return crate::gpu::configure().ok();
+    #[cfg(not(feature = "cubecl"))]
+    None
 }

@@ -118,7 +118,7 @@ impl Checkpoint {
     }
 }
 
-fn load_weights(mut model: BarlowTwins, bytes: Bytes) -> Result<BarlowTwins> {
+pub(crate) fn load_weights(mut model: BarlowTwins, bytes: Bytes) -> Result<BarlowTwins> {
     let mut store = BurnpackStore::from_bytes(Some(bytes));
     let result = model.load_from(&mut store).context("reading the model weights")?;
     if !result.errors.is_empty() || !result.missing.is_empty() {

@@ -35,6 +35,8 @@ pub enum Command {
     /// Measure speed.
     #[command(subcommand)]
     Bench(Bench),
+    /// Compile and autotune a config's GPU kernels ahead of training (kept in the kernel cache).
+    Tune(crate::bench::TuneArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -77,6 +79,8 @@ pub enum Bench {
     /// Convolution and BatchNorm of a step, op by op: burn's CPU ops against barlow's.
     #[cfg(feature = "flex")]
     Ops(crate::ops::bench::OpsArgs),
+    /// A GPU backend's loss and gradients against the CPU's, on the same weights and batch.
+    Check(crate::bench::CheckArgs),
 }
 
 /// Changes to a config on the command line.
@@ -175,6 +179,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(Bench::Loader(args)) => crate::bench::loader(&args).map(|_| ()),
         #[cfg(feature = "flex")]
         Command::Bench(Bench::Ops(args)) => crate::ops::bench::run(&args),
+        Command::Bench(Bench::Check(args)) => crate::bench::check::check(&args).map(|_| ()),
+        Command::Tune(args) => crate::bench::tune(&args),
     }
 }
 

@@ -100,6 +100,10 @@ pub struct TrainConfig {
     /// Stop after this many optimisation steps in this invocation (tests, smoke runs).
     #[serde(default)]
     pub max_steps: Option<usize>,
+    /// Read the loss back from the device every this many steps (and at each epoch's end), to
+    /// log it and stop on a non-finite one; in between, the device is never waited for.
+    #[serde(default = "default_log_every")]
+    pub log_every: usize,
 }
 
 impl Default for TrainConfig {
@@ -111,6 +115,7 @@ impl Default for TrainConfig {
             knn_k: default_knn_k(),
             knn_t: default_knn_t(),
             max_steps: None,
+            log_every: default_log_every(),
         }
     }
 }
@@ -138,6 +143,9 @@ fn default_knn_k() -> usize {
 }
 fn default_knn_t() -> f64 {
     0.1
+}
+fn default_log_every() -> usize {
+    10
 }
 
 impl Config {
@@ -177,6 +185,9 @@ impl Config {
         }
         if self.model.projector.is_empty() || self.model.width == 0 || self.data.size < 8 {
             bail!("model.projector needs a layer, model.width and data.size must be positive (size ≥ 8)");
+        }
+        if self.train.log_every == 0 {
+            bail!("train.log_every must be at least 1");
         }
         Ok(())
     }

@@ -5,13 +5,19 @@ use crate::model::{BarlowTwins, ResNet};
 use anyhow::Result;
 use burn::tensor::{Device, Tensor, TensorData};
 
-/// Images per forward pass when encoding.
-const BATCH: usize = 256;
+/// Images per forward pass when encoding on `device`: a GPU is kept busy by large batches of
+/// small images, which a CPU gains nothing from (and the figures recorded on CPUs used 256).
+pub fn batch_size(device: &Device, image_size: usize) -> usize {
+    match crate::backend::is_cpu(device) || image_size > 64 {
+        true => 256,
+        false => 1024,
+    }
+}
 
 /// `N×F` features of every image of `dataset` through its evaluation view and `encoder` (which
 /// should be in eval mode: `model.backbone.valid()`).
 pub fn encode(encoder: &ResNet, dataset: &Dataset, views: &Views, device: &Device) -> Result<Tensor<2>> {
-    encode_batches(encoder, data::eval_batches(dataset, views, BATCH), device)
+    encode_batches(encoder, data::eval_batches(dataset, views, batch_size(device, views.size)), device)
 }
 
 /// Features of randomly cropped and flipped images (the linear probe's `--augment`).
@@ -23,12 +29,13 @@ pub fn encode_crop_flip(
     epoch: usize,
     device: &Device,
 ) -> Result<Tensor<2>> {
-    encode_batches(encoder, data::crop_flip_batches(dataset, views, BATCH, seed, epoch), device)
+    let batch = batch_size(device, views.size);
+    encode_batches(encoder, data::crop_flip_batches(dataset, views, batch, seed, epoch), device)
 }
 
 /// Projector outputs (`N×D`) instead of the encoder's features.
 pub fn project(model: &BarlowTwins, dataset: &Dataset, views: &Views, device: &Device) -> Result<Tensor<2>> {
-    forward_batches(data::eval_batches(dataset, views, BATCH), device, |x| model.project(x))
+    forward_batches(data::eval_batches(dataset, views, batch_size(device, views.size)), device, |x| model.project(x))
 }
 
 fn encode_batches(
@@ -39,7 +46,8 @@ fn encode_batches(
     forward_batches(batches, device, |x| encoder.forward(x))
 }
 
-/// `forward` over every batch, the outputs stacked in order.
+/// `forward` over every batch, the outputs stacked in order. Nothing is read back until the end:
+/// the device computes one batch while the host prepares the next.
 pub(crate) fn forward_batches(
     batches: impl Iterator<Item = Result<data::EvalBatch>>,
     device: &Device,
@@ -50,6 +58,8 @@ pub(crate) fn forward_batches(
         let batch = batch?;
         let images = Tensor::<4>::from_data(TensorData::new(batch.images, batch.shape), device);
         parts.push(forward(images));
+        // Hand the queued work to the device now rather than when a queue fills up.
+        device.flush()?;
     }
     Ok(Tensor::cat(parts, 0))
 }

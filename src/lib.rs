@@ -10,6 +10,8 @@ pub mod data;
 pub mod eval;
 pub mod export;
 pub mod features;
+#[cfg(feature = "cubecl")]
+pub mod gpu;
 pub mod loss;
 pub mod model;
 pub mod ops;

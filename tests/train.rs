@@ -41,6 +41,18 @@ fn weights(out: &Path) -> Vec<u8> {
     store.get_bytes().unwrap()
 }
 
+/// The names of the tensors that differ between two runs' checkpoints (all, if their sets differ).
+fn differing_weights(a: &Path, b: &Path) -> Vec<String> {
+    let (a, b) = (weights(a), weights(b));
+    let (a, b) = (safetensors::SafeTensors::deserialize(&a).unwrap(), safetensors::SafeTensors::deserialize(&b).unwrap());
+    if a.names().len() != b.names().len() {
+        return a.names().into_iter().map(|n| n.to_string()).collect();
+    }
+    a.names().into_iter()
+        .filter(|n| b.tensor(n).map(|t| t.data() != a.tensor(n).unwrap().data()).unwrap_or(true))
+        .map(|n| n.to_string()).collect()
+}
+
 #[test]
 fn a_run_killed_and_resumed_ends_with_the_same_weights() {
     let whole = tempfile::tempdir().unwrap();
@@ -61,13 +73,8 @@ fn a_run_killed_and_resumed_ends_with_the_same_weights() {
     child.wait().unwrap();
     run(Command::new(env!("CARGO_BIN_EXE_barlow")).args(["train", "--resume", "--out"]).arg(broken.path()));
 
-    let (a, b) = (weights(whole.path()), weights(broken.path()));
-    let (a, b) = (safetensors::SafeTensors::deserialize(&a).unwrap(), safetensors::SafeTensors::deserialize(&b).unwrap());
-    let differ: Vec<String> = a.names().into_iter()
-        .filter(|n| b.tensor(n).map(|t| t.data() != a.tensor(n).unwrap().data()).unwrap_or(true))
-        .map(|n| n.to_string()).collect();
+    let differ = differing_weights(whole.path(), broken.path());
     assert!(differ.is_empty(), "resumed weights differ from the uninterrupted run's: {differ:?}");
-    assert_eq!(a.names().len(), b.names().len());
     let steps = |p: &Path| -> Vec<usize> {
         metrics::read(&p.join("metrics.jsonl")).unwrap().iter()
             .filter_map(|r| match r { Record::Step(s) => Some(s.step), _ => None }).collect()
@@ -105,6 +112,28 @@ fn a_diverging_loss_stops_training_and_keeps_the_last_checkpoint() {
     assert_eq!(std::fs::read(&ckpt).unwrap(), before, "the last good checkpoint is kept");
     // And it goes on from there with a sane learning rate.
     run(Command::new(env!("CARGO_BIN_EXE_barlow")).args(["train", "--resume", "--set=optim.lr_weights=0.3", "--out"]).arg(dir.path()));
+}
+
+/// Reading the loss back every step or every few steps changes only when the host waits for
+/// the device: every step is logged, with the same values, and the weights end the same.
+#[test]
+fn the_log_interval_changes_neither_the_log_nor_the_weights() {
+    let stats = |p: &Path| -> Vec<(usize, f64, f64, f64)> {
+        metrics::read(&p.join("metrics.jsonl")).unwrap().iter()
+            .filter_map(|r| match r { Record::Step(s) => Some((s.step, s.stats.loss, s.stats.on_diag, s.stats.off_diag)), _ => None })
+            .collect()
+    };
+    let (every, third) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    run(&mut barlow(every.path(), &["--set=optim.epochs=2", "--set=train.log_every=1"]));
+    run(&mut barlow(third.path(), &["--set=optim.epochs=2", "--set=train.log_every=3"]));
+    let logged = stats(every.path());
+    assert_eq!(logged.iter().map(|s| s.0).collect::<Vec<_>>(), (1..=16).collect::<Vec<_>>());
+    assert_eq!(stats(third.path()), logged);
+    assert_eq!(differing_weights(every.path(), third.path()), Vec::<String>::new());
+    // Read back together: steps 2–4, then 5–7, share one measured throughput.
+    let rates: Vec<f64> = metrics::read(&third.path().join("metrics.jsonl")).unwrap().iter()
+        .filter_map(|r| match r { Record::Step(s) => Some(s.images_per_s), _ => None }).collect();
+    assert!(rates[1] == rates[3] && rates[4] == rates[6] && rates[3] != rates[4], "{rates:?}");
 }
 
 /// The README's main job, shortened: the quick preset learns features that beat random ones.

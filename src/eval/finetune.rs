@@ -60,7 +60,8 @@ pub fn finetune(
     }
     let (encoder, head) = (encoder.valid(), head.valid());
     let eval_device = encoder.devices().into_iter().next().expect("a device");
-    let logits = features::forward_batches(data::eval_batches(test, views, 256), &eval_device, |x| {
+    let batch = features::batch_size(&eval_device, views.size);
+    let logits = features::forward_batches(data::eval_batches(test, views, batch), &eval_device, |x| {
         head.forward(encoder.forward(x))
     })?;
     Ok(topk_accuracy(logits, test.labels().expect("a labeled test split")))

@@ -52,7 +52,8 @@ impl LinearProbe {
         order.shuffle(&mut crate::data::loader::sample_rng(c.seed, epoch as u64, u64::MAX - 1));
         let loss_fn = CrossEntropyLossConfig::new().init(&self.device);
         let steps = n.div_ceil(c.batch_size);
-        let mut total = 0.0;
+        // Summed on the device and read once: a read per batch would wait for the device each time.
+        let mut total: Option<Tensor<1>> = None;
         for (s, chunk) in order.chunks(c.batch_size).enumerate() {
             let lr = c.lr * cosine(epoch * steps + s, c.epochs * steps);
             let idx: Vec<i64> = chunk.iter().map(|&i| i as i64).collect();
@@ -61,11 +62,15 @@ impl LinearProbe {
             let y: Vec<u32> = chunk.iter().map(|&i| labels[i]).collect();
             let y = label_tensor(&y, &self.device);
             let loss = loss_fn.forward(self.head.forward(x), y);
-            total += loss.clone().into_scalar::<f32>() as f64;
+            let detached = loss.clone().detach();
+            total = Some(match total {
+                Some(sum) => sum + detached,
+                None => detached,
+            });
             let grads = GradientsParams::from_grads(loss.backward(), &self.head);
             self.head = self.optim.step(lr, self.head.clone(), grads);
         }
-        total / steps as f64
+        total.map_or(0.0, |sum| sum.into_scalar::<f32>() as f64) / steps as f64
     }
 
     /// Top-1 / top-5 of the head on `features`.

@@ -2,7 +2,7 @@
 
 use super::metrics::{EpochRecord, Metrics, StepRecord};
 use super::plots;
-use super::step::{StepStats, train_step};
+use super::step::{PendingStats, StepStats, train_step};
 use crate::checkpoint::{self, Checkpoint, RunState};
 use crate::config::Config;
 use crate::data;
@@ -83,15 +83,25 @@ pub fn train(config: &Config, out: &Path, resume: bool) -> Result<Summary> {
     let mut metrics = Metrics::open(&metrics_path, resume)?;
     let mut knn = None;
     if !resume && let Some(m) = &monitor {
+        let started = Instant::now();
         let acc = knn_monitor(&model, m, config)?;
+        let seconds = started.elapsed().as_secs_f64();
         let start = if config.model.init.is_some() { "initial weights" } else { "random init" };
-        eprintln!("epoch 0 ({start}): kNN top-1 {:.2}%  top-5 {:.2}%", acc.top1, acc.top5);
+        eprintln!("epoch 0 ({start}): kNN top-1 {:.2}%  top-5 {:.2}%  ({seconds:.0}s)", acc.top1, acc.top5);
         metrics.epoch(&EpochRecord { epoch: 0, step: 0, loss: None, knn_top1: Some(acc.top1),
-            knn_top5: Some(acc.top5), seconds: 0.0 })?;
+            knn_top5: Some(acc.top5), seconds })?;
         knn = Some(acc);
     }
 
     let sample = plots::sample_batch(&train_set, config)?;
+    if !backend::is_cpu(&device) {
+        eprintln!(
+            "{}: the first steps compile and autotune kernels for this GPU, which can take minutes on a \
+             machine that has not run this config before (`barlow tune` does it ahead); kernel cache: {}",
+            config.train.backend,
+            backend::kernel_cache().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into())
+        );
+    }
     let mut last = StepStats::default();
     let max_steps = config.train.max_steps.unwrap_or(usize::MAX);
     let mut steps_here = 0;
@@ -100,35 +110,52 @@ pub fn train(config: &Config, out: &Path, resume: bool) -> Result<Summary> {
         let bar = progress_bar(steps_per_epoch, epoch, config.optim.epochs);
         let started = Instant::now();
         let mut loss_sum = 0.0;
+        // Steps run but not yet read back, tagged with their number and learning-rate factor.
+        let mut pending = PendingStats::default();
+        let mut last_read = Instant::now();
         let loader = data::Loader::new(&train_set, &config.data, batch, config.train.seed, epoch)?;
         for (i, views) in loader.enumerate() {
             let views = views?;
-            let t0 = Instant::now();
             let lr = schedule.factor(state.step);
             let (y1, y2) = (to_tensor(&views.view_a, views.shape, &device), to_tensor(&views.view_b, views.shape, &device));
             let (next, loss) = train_step(model, &mut optim, y1, y2, lr);
-            let stats = StepStats::read(&loss);
-            if !stats.loss.is_finite() {
-                bar.abandon();
-                bail!(
-                    "the loss became {} at epoch {epoch}, step {} (lr factor {lr:.4}); training stopped. \
-                     The last good checkpoint is {} — lower the learning rate and resume.",
-                    stats.loss, state.step, ckpt_path.display()
-                );
-            }
             model = next;
-            last = stats;
-            loss_sum += stats.loss;
             state.step += 1;
             steps_here += 1;
-            let images_per_s = batch as f64 / t0.elapsed().as_secs_f64();
-            metrics.step(&StepRecord { epoch, step: state.step, lr_factor: lr, images_per_s, stats })?;
-            bar.set_message(format!(
-                "loss {:.1} (inv {:.1} red {:.0}) lr {:.4} {images_per_s:.0} img/s",
-                stats.loss, stats.on_diag, stats.off_diag, lr * config.optim.lr_weights
-            ));
+            pending.push(&loss, (state.step, lr));
+            device.flush()?;
             bar.inc(1);
-            if i + 1 == steps_per_epoch || steps_here >= max_steps {
+            let end = i + 1 == steps_per_epoch || steps_here >= max_steps;
+            // Read back every `log_every` steps, at the end of the epoch (before its checkpoint,
+            // so that a non-finite loss is never saved) and after this invocation's first step
+            // (which on a GPU includes compiling and tuning: worth seeing).
+            if pending.len() >= config.train.log_every || end || steps_here == 1 {
+                let stats = pending.read();
+                let seconds = last_read.elapsed().as_secs_f64();
+                last_read = Instant::now();
+                let images_per_s = (stats.len() * batch) as f64 / seconds;
+                if steps_here == 1 && !backend::is_cpu(&device) {
+                    bar.suspend(|| eprintln!("first step: {seconds:.1}s"));
+                }
+                for ((step, lr_factor), stats) in stats {
+                    if !stats.loss.is_finite() {
+                        bar.abandon();
+                        bail!(
+                            "the loss became {} at epoch {epoch}, step {step} (lr factor {lr_factor:.4}); training \
+                             stopped. The last good checkpoint is {} — lower the learning rate and resume.",
+                            stats.loss, ckpt_path.display()
+                        );
+                    }
+                    last = stats;
+                    loss_sum += stats.loss;
+                    metrics.step(&StepRecord { epoch, step, lr_factor, images_per_s, stats })?;
+                }
+                bar.set_message(format!(
+                    "loss {:.1} (inv {:.1} red {:.0}) lr {:.4} {images_per_s:.0} img/s",
+                    last.loss, last.on_diag, last.off_diag, lr * config.optim.lr_weights
+                ));
+            }
+            if end {
                 break;
             }
         }

@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""The table of scripts/gpu_check.sh: barlow's step per backend next to PyTorch's, the warm-up
+(compilation and autotuning) each backend needed, the correctness checks, and the training run.
+
+  python3 scripts/gpu_summary.py RESULTS.jsonl [TRAIN_METRICS.jsonl]
+"""
+import datetime
+import json
+import os
+import sys
+
+
+def rows(path):
+    if not os.path.exists(path):
+        return []
+    out = []
+    for line in open(path):
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass
+    return out
+
+
+def main():
+    results = rows(sys.argv[1])
+    metrics = rows(sys.argv[2]) if len(sys.argv) > 2 else []
+    torch = [r for r in results if r.get("framework") == "pytorch"]
+    steps = [r for r in results if "s_per_step" in r and "framework" not in r]
+    checks = [r for r in results if "worst_grad_rel_err" in r]
+    card = next((r["device"] for r in torch if r.get("device")), "unknown card")
+    print(f"# GPU check, {datetime.date.today()}, {card}\n")
+
+    def shape(r):
+        return (r["arch"], r["batch"], r["size"], "-".join(map(str, r["projector"])) if isinstance(r["projector"], list) else r["projector"])
+
+    print("## One training step (s/step, images/s in brackets); ratio = PyTorch time / barlow time\n")
+    precisions = ["fp32", "tf32", "bf16"]
+    backends = sorted({r["backend"] for r in steps})
+    print("| step | " + " | ".join(f"barlow {b}" for b in backends) + " | " +
+          " | ".join(f"PyTorch {p}" for p in precisions) + " | " +
+          " | ".join(f"{b} vs fp32" for b in backends) + " |")
+    print("|---" * (1 + 2 * len(backends) + len(precisions)) + "|")
+    for key in sorted({shape(r) for r in steps + torch}):
+        arch, batch, size, proj = key
+        mine = {r["backend"]: r for r in steps if shape(r) == key}
+        ref = {r["precision"]: r for r in torch if shape(r) == key}
+        cell = lambda r: f"{r['s_per_step']:.3f} ({r['images_per_s']:.0f})" if r else "—"
+        ratio = lambda b: (f"{ref['fp32']['s_per_step'] / mine[b]['s_per_step']:.2f}×"
+                           if b in mine and "fp32" in ref else "—")
+        print(f"| {arch}, N={batch}, {size} px, {proj} | " + " | ".join(cell(mine.get(b)) for b in backends) +
+              " | " + " | ".join(cell(ref.get(p)) for p in precisions) + " | " +
+              " | ".join(ratio(b) for b in backends) + " |")
+
+    print("\n## Warm-up before the timed steps (empty kernel cache at the start of the run)\n")
+    print("| backend | step | warm-up steps | seconds | first step (s) | last (s) | settled |")
+    print("|---|---|---|---|---|---|---|")
+    for r in steps:
+        w = r["warmup"]
+        print(f"| {r['backend']} | {r['arch']} N={r['batch']} {r['size']} px | {w['steps']} | {w['seconds']:.1f} | "
+              f"{w['first_step_s']:.2f} | {w['last_step_s']:.3f} | {'yes' if w['steady'] else 'no'} |")
+
+    print("\n## The step against the CPU (flex): same weights, same batch\n")
+    print("| backend | loss | loss rel. error | gradients | worst gradient rel. error | verdict |")
+    print("|---|---|---|---|---|---|")
+    for c in checks:
+        print(f"| {c['backend']} ({c['stage']}) | {c['loss']:.4f} | {c['loss_rel_err']:.1e} | {c['gradients']} | "
+              f"{c['worst_grad_rel_err']:.1e} ({c['worst_grad']}) | {'OK' if c['ok'] else 'FAIL'} |")
+
+    step_lines = [m for m in metrics if m.get("kind") == "step"]
+    epochs = [m for m in metrics if m.get("kind") == "epoch"]
+    if step_lines:
+        later = [m["images_per_s"] for m in step_lines[10:]] or [m["images_per_s"] for m in step_lines]
+        print(f"\n## Training (cifar10 preset, CIFAR-10 JPEG folder)\n\n{len(step_lines)} steps, "
+              f"last loss {step_lines[-1]['loss']:.1f}, {sum(later) / len(later):.0f} images/s after the first 10 steps")
+        for e in epochs:
+            knn = f", kNN top-1 {e['knn_top1']:.2f}%" if e.get("knn_top1") is not None else ""
+            print(f"- epoch {e['epoch']} (step {e['step']}), {e['seconds']:.0f}s{knn}")
+
+
+if __name__ == "__main__":
+    main()

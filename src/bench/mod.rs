@@ -1,0 +1,42 @@
+//! `barlow bench`: the time of a training step per backend, a GPU backend's numbers checked
+//! against the CPU's, and the loader's throughput.
+
+pub mod check;
+pub mod step;
+
+pub use check::CheckArgs;
+pub use step::{StepArgs, TuneArgs, step, tune};
+
+use anyhow::Result;
+use std::time::Instant;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct LoaderArgs {
+    #[command(flatten)]
+    pub config: crate::cli::ConfigArgs,
+    /// Batches to time (after one untimed batch).
+    #[arg(long, default_value_t = 20)]
+    pub batches: usize,
+}
+
+/// Pairs of views per second that the loader delivers with the config's dataset and batch size.
+pub fn loader(args: &LoaderArgs) -> Result<f64> {
+    let config = args.config.load("cifar10")?;
+    let dataset = crate::data::open_train(&config.data)?;
+    let batch = config.optim.batch_size;
+    let mut loader = crate::data::Loader::new(&dataset, &config.data, batch, config.train.seed, 0)?;
+    loader.next().transpose()?;
+    let started = Instant::now();
+    let mut pairs = 0;
+    for b in loader.take(args.batches) {
+        pairs += b?.shape[0];
+    }
+    let rate = pairs as f64 / started.elapsed().as_secs_f64();
+    let threads = match config.data.workers {
+        0 => rayon::current_num_threads(),
+        n => n,
+    };
+    println!("loader {} ({} images, views {} at {}px, batch {batch}, {threads} threads): {rate:.0} pairs/s",
+        config.data.dataset, dataset.len(), config.data.views, config.data.size);
+    Ok(rate)
+}
