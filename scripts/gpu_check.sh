@@ -19,7 +19,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 dry=0 budget=540
-stages="setup check-cuda row1-cuda row1-torch row2-cuda row2-torch train-cuda check-wgpu row1-wgpu row2-wgpu"
+stages="setup check-cuda row1-cuda row1-torch row2-cuda row2-torch row1bf-cuda row2bf-cuda train-cuda check-wgpu row1-wgpu row2-wgpu"
 while [ $# -gt 0 ]; do
   case $1 in
     --cpu-dry-run) dry=1; shift ;;
@@ -135,6 +135,8 @@ for s in $stages; do
     check-*) run_stage "$s" 120 "check $b" ;;
     row1-torch) run_stage "$s" 90 "$python scripts/torch_step.py $torch1 --steps $steps --json" ;;
     row2-torch) run_stage "$s" 90 "$python scripts/torch_step.py $torch2 --steps $steps --json" ;;
+    row1bf-*) run_stage "$s" $(( warm + 60 )) "bench $b \"\$row1 --precision bf16\"" ;;
+    row2bf-*) run_stage "$s" $(( warm + 60 )) "bench $b \"\$row2 --precision bf16\"" ;;
     row1-*) run_stage "$s" $(( warm + 60 )) "bench $b \"\$row1\"" ;;
     row2-*) run_stage "$s" $(( warm + 60 )) "bench $b \"\$row2\"" ;;
     train-*) run_stage "$s" $(( train_secs + 30 )) "train $b" ;;

@@ -34,30 +34,33 @@ def main():
     def shape(r):
         return (r["arch"], r["batch"], r["size"], "-".join(map(str, r["projector"])) if isinstance(r["projector"], list) else r["projector"])
 
-    print("## One training step (s/step, images/s in brackets); ratio = PyTorch time / barlow time\n")
+    print("## One training step (s/step, images/s in brackets); ratio = PyTorch time / barlow time "
+          "at the same precision (barlow f32 vs PyTorch fp32, barlow bf16 vs PyTorch bf16 autocast)\n")
     precisions = ["fp32", "tf32", "bf16"]
-    backends = sorted({r["backend"] for r in steps})
-    print("| step | " + " | ".join(f"barlow {b}" for b in backends) + " | " +
+    reference = {"f32": "fp32", "bf16": "bf16"}
+    columns = sorted({(r["backend"], r.get("precision", "f32")) for r in steps})
+    name = lambda c: f"{c[0]} {c[1]}"
+    print("| step | " + " | ".join(f"barlow {name(c)}" for c in columns) + " | " +
           " | ".join(f"PyTorch {p}" for p in precisions) + " | " +
-          " | ".join(f"{b} vs fp32" for b in backends) + " |")
-    print("|---" * (1 + 2 * len(backends) + len(precisions)) + "|")
+          " | ".join(f"{name(c)} ratio" for c in columns) + " |")
+    print("|---" * (1 + 2 * len(columns) + len(precisions)) + "|")
     for key in sorted({shape(r) for r in steps + torch}):
         arch, batch, size, proj = key
-        mine = {r["backend"]: r for r in steps if shape(r) == key}
+        mine = {(r["backend"], r.get("precision", "f32")): r for r in steps if shape(r) == key}
         ref = {r["precision"]: r for r in torch if shape(r) == key}
         cell = lambda r: f"{r['s_per_step']:.3f} ({r['images_per_s']:.0f})" if r else "—"
-        ratio = lambda b: (f"{ref['fp32']['s_per_step'] / mine[b]['s_per_step']:.2f}×"
-                           if b in mine and "fp32" in ref else "—")
-        print(f"| {arch}, N={batch}, {size} px, {proj} | " + " | ".join(cell(mine.get(b)) for b in backends) +
+        ratio = lambda c: (f"{ref[reference[c[1]]]['s_per_step'] / mine[c]['s_per_step']:.2f}×"
+                           if c in mine and reference.get(c[1]) in ref else "—")
+        print(f"| {arch}, N={batch}, {size} px, {proj} | " + " | ".join(cell(mine.get(c)) for c in columns) +
               " | " + " | ".join(cell(ref.get(p)) for p in precisions) + " | " +
-              " | ".join(ratio(b) for b in backends) + " |")
+              " | ".join(ratio(c) for c in columns) + " |")
 
     print("\n## Warm-up before the timed steps (empty kernel cache at the start of the run)\n")
     print("| backend | step | warm-up steps | seconds | first step (s) | last (s) | settled |")
     print("|---|---|---|---|---|---|---|")
     for r in steps:
         w = r["warmup"]
-        print(f"| {r['backend']} | {r['arch']} N={r['batch']} {r['size']} px | {w['steps']} | {w['seconds']:.1f} | "
+        print(f"| {r['backend']} {r.get('precision', 'f32')} | {r['arch']} N={r['batch']} {r['size']} px | {w['steps']} | {w['seconds']:.1f} | "
               f"{w['first_step_s']:.2f} | {w['last_step_s']:.3f} | {'yes' if w['steady'] else 'no'} |")
 
     print("\n## The step against the CPU (flex): same weights, same batch\n")

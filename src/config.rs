@@ -104,6 +104,11 @@ pub struct TrainConfig {
     /// log it and stop on a non-finite one; in between, the device is never waited for.
     #[serde(default = "default_log_every")]
     pub log_every: usize,
+    /// `f32`, or `bf16`: convolutions and matrix products on bfloat16 operands (BatchNorm, the
+    /// loss, the weights and LARS stay f32). Pays off on GPUs with bf16 tensor cores; on a CPU
+    /// it is slower than f32.
+    #[serde(default)]
+    pub precision: crate::ops::precision::Precision,
 }
 
 impl Default for TrainConfig {
@@ -116,6 +121,7 @@ impl Default for TrainConfig {
             knn_t: default_knn_t(),
             max_steps: None,
             log_every: default_log_every(),
+            precision: Default::default(),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::backend;
 use crate::model::{Arch, BarlowTwins, BarlowTwinsConfig, ResNetConfig, Stem};
+use crate::ops::precision::Precision;
 use crate::optim::LarsConfig;
 use crate::train::{StepStats, train_step};
 use anyhow::Result;
@@ -67,6 +68,7 @@ pub fn warm_up(args: &WarmupArgs, mut step: impl FnMut() -> Result<f64>) -> Resu
 /// A model, its optimiser and the shape of its random views, stepping on one device.
 pub struct Stepper {
     model: Option<BarlowTwins>,
+    precision: Precision,
     optim: ModuleOptimizer,
     device: Device,
     shape: [usize; 4],
@@ -76,14 +78,20 @@ impl Stepper {
     /// `config`'s model, seeded, on `device` (an autodiff device).
     pub fn new(config: &BarlowTwinsConfig, lars: LarsConfig, batch: usize, size: usize, device: &Device) -> Stepper {
         device.seed(0);
-        Stepper { model: Some(config.init(device)), optim: lars.init(), device: device.clone(), shape: [batch, 3, size, size] }
+        Stepper { model: Some(config.init(device)), precision: Precision::F32, optim: lars.init(), device: device.clone(), shape: [batch, 3, size, size] }
+    }
+
+    /// Convolutions and matrix products in `precision` from now on.
+    pub fn with_precision(mut self, precision: Precision) -> Stepper {
+        self.precision = precision;
+        self
     }
 
     /// Queues one training step on fresh random views; the loss stays on the device.
     pub fn step(&mut self) -> crate::loss::BarlowLoss {
         let view = || Tensor::<4>::random(self.shape, Distribution::Normal(0.0, 1.0), &self.device);
         let (y1, y2) = (view(), view());
-        let (next, loss) = train_step(self.model.take().expect("a model"), &mut self.optim, y1, y2, 0.1);
+        let (next, loss) = train_step(self.model.take().expect("a model"), &mut self.optim, y1, y2, 0.1, self.precision);
         self.model = Some(next);
         loss
     }
@@ -128,6 +136,9 @@ pub struct StepArgs {
     /// One JSON object per backend on stdout instead of a sentence.
     #[arg(long)]
     pub json: bool,
+    /// Convolutions and matrix products in f32 or bf16 (as `train.precision`).
+    #[arg(long, default_value = "f32")]
+    pub precision: Precision,
 }
 
 /// One backend's measurement.
@@ -139,6 +150,7 @@ pub struct StepResult {
     pub projector: Vec<usize>,
     pub batch: usize,
     pub size: usize,
+    pub precision: Precision,
     pub s_per_step: f64,
     pub images_per_s: f64,
     pub steps: usize,
@@ -155,7 +167,8 @@ pub fn step(args: &StepArgs) -> Result<Vec<StepResult>> {
     let mut results = vec![];
     for name in &args.backend {
         let device = backend::device(name)?.autodiff();
-        let mut stepper = Stepper::new(&config, LarsConfig::new(), args.batch, args.size, &device);
+        let mut stepper =
+            Stepper::new(&config, LarsConfig::new(), args.batch, args.size, &device).with_precision(args.precision);
         let warmup = warm_up(&args.warmup, || stepper.synced_step())?;
         report_warmup(name, &warmup);
         let start = Instant::now();
@@ -173,6 +186,7 @@ pub fn step(args: &StepArgs) -> Result<Vec<StepResult>> {
             projector: args.projector.clone(),
             batch: args.batch,
             size: args.size,
+            precision: args.precision,
             s_per_step: mean,
             images_per_s: args.batch as f64 / mean,
             steps: args.steps,
@@ -182,8 +196,8 @@ pub fn step(args: &StepArgs) -> Result<Vec<StepResult>> {
         match args.json {
             true => println!("{}", serde_json::to_string(&result)?),
             false => println!(
-                "{name:>10}: {mean:.3} s/step  {:.1} images/s  (N={}, {}×{}, {} timed steps)",
-                result.images_per_s, args.batch, args.size, args.size, args.steps
+                "{name:>10}: {mean:.3} s/step  {:.1} images/s  (N={}, {}×{}, {:?}, {} timed steps)",
+                result.images_per_s, args.batch, args.size, args.size, args.precision, args.steps
             ),
         }
         results.push(result);

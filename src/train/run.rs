@@ -118,7 +118,7 @@ pub fn train(config: &Config, out: &Path, resume: bool) -> Result<Summary> {
             let views = views?;
             let lr = schedule.factor(state.step);
             let (y1, y2) = (to_tensor(&views.view_a, views.shape, &device), to_tensor(&views.view_b, views.shape, &device));
-            let (next, loss) = train_step(model, &mut optim, y1, y2, lr);
+            let (next, loss) = train_step(model, &mut optim, y1, y2, lr, config.train.precision);
             model = next;
             state.step += 1;
             steps_here += 1;

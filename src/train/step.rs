@@ -2,6 +2,7 @@
 
 use crate::loss::BarlowLoss;
 use crate::model::BarlowTwins;
+use crate::ops::precision::{Precision, autocast};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::Tensor;
 
@@ -63,15 +64,17 @@ impl<T> PendingStats<T> {
 }
 
 /// Updates `model` on one batch of two views (`N×3×H×W` each, on the model's autodiff device);
-/// `lr` is the schedule's factor for this step.
+/// `lr` is the schedule's factor for this step; convolutions and matrix products run in
+/// `precision` (the weights and the optimiser stay f32).
 pub fn train_step(
     model: BarlowTwins,
     optim: &mut ModuleOptimizer,
     y1: Tensor<4>,
     y2: Tensor<4>,
     lr: f64,
+    precision: Precision,
 ) -> (BarlowTwins, BarlowLoss) {
-    let loss = model.forward(y1, y2);
+    let loss = autocast(precision, || model.forward(y1, y2));
     let grads = GradientsParams::from_grads(loss.total.backward(), &model);
     let model = optim.step(lr, model, grads);
     (model, loss)
