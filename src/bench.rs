@@ -91,7 +91,7 @@ pub fn loader(args: &LoaderArgs) -> Result<f64> {
     let batch = config.optim.batch_size;
     let mut loader = crate::data::Loader::new(&dataset, &config.data, batch, config.train.seed, 0)?;
     loader.next().transpose()?;
-    let started = Instant::now();
+    let (started, cpu_before) = (Instant::now(), cpu_seconds());
     let mut pairs = 0;
     for b in loader.take(args.batches) {
         pairs += b?.shape[0];
@@ -101,7 +101,21 @@ pub fn loader(args: &LoaderArgs) -> Result<f64> {
         0 => rayon::current_num_threads(),
         n => n,
     };
-    println!("loader {} ({} images, views {} at {}px, batch {batch}, {threads} threads): {rate:.0} pairs/s",
+    // Per CPU-second of the whole process: what one core delivers even when others share it.
+    let per_core = match (cpu_before, cpu_seconds()) {
+        (Some(a), Some(b)) if b > a => format!(", {:.0} per CPU-second", pairs as f64 / (b - a)),
+        _ => String::new(),
+    };
+    println!("loader {} ({} images, views {} at {}px, batch {batch}, {threads} threads): {rate:.0} pairs/s{per_core}",
         config.data.dataset, dataset.len(), config.data.views, config.data.size);
     Ok(rate)
+}
+
+/// User + system time of this process so far (Linux: `/proc/self/stat`, in USER_HZ = 1/100 s).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }

@@ -4,7 +4,7 @@
 //! `(seed, e, i)`, so the batches depend on the seed alone, not on thread timing, and a resumed
 //! run sees exactly the batches an uninterrupted one would.
 
-use super::{Dataset, Image, Views};
+use super::{Bytes, Dataset, Views};
 use crate::config::DataConfig;
 use anyhow::{Context, Result, bail};
 use rand::SeedableRng;
@@ -116,24 +116,24 @@ fn make_batch(dataset: &Dataset, views: &Views, indices: &[usize], seed: u64, ep
         .zip(view_b.par_chunks_mut(len))
         .zip(indices.par_iter())
         .map(|((a, b), &i)| {
-            let (used, img) = load_or_skip(dataset, i)?;
-            views.pair(&img, &mut sample_rng(seed, epoch, i as u64), a, b);
-            Ok(used)
+            let mut rng = sample_rng(seed, epoch, i as u64);
+            view_or_skip(dataset, i, |px| views.pair(&px, &mut rng, a, b))
         })
         .collect::<Result<_>>()?;
     let labels = dataset.labels().map(|l| used.iter().map(|&i| l[i]).collect());
     Ok(Batch { view_a, view_b, labels, indices: used, shape: [n, 3, views.size, views.size] })
 }
 
-/// Image `i`, or when it cannot be read, the next readable one (warning once per file): one
-/// corrupt file in a large folder should not end a long run. The substitute is fixed, so batches
-/// stay deterministic.
-fn load_or_skip(dataset: &Dataset, i: usize) -> Result<(usize, Image)> {
+/// Runs `view` on image `i`, or when it cannot be read, on the next readable one (warning once
+/// per file): one corrupt file in a large folder should not end a long run. The substitute is
+/// fixed, so batches stay deterministic. Returns the index used.
+fn view_or_skip(dataset: &Dataset, i: usize, view: impl FnOnce(Bytes<'_>)) -> Result<usize> {
+    let mut view = Some(view);
     let mut last = None;
     for k in 0..MAX_SKIPS.min(dataset.len()) {
         let j = (i + k) % dataset.len();
-        match dataset.image(j) {
-            Ok(img) => return Ok((j, img)),
+        match dataset.with_pixels(j, |px| view.take().expect("called once")(px)) {
+            Ok(()) => return Ok(j),
             Err(e) => {
                 if SKIPPED.lock().map(|mut s| s.insert(j)).unwrap_or(false) {
                     eprintln!("warning: skipping an unreadable image: {e:#}");
@@ -177,16 +177,13 @@ fn ordered_batches<'a>(
     dataset: &'a Dataset,
     views: &'a Views,
     batch: usize,
-    view: impl Fn(&Image, usize, &mut [f32]) + Sync + 'a,
+    view: impl Fn(&Bytes<'_>, usize, &mut [f32]) + Sync + 'a,
 ) -> impl Iterator<Item = Result<EvalBatch>> + 'a {
     let len = 3 * views.size * views.size;
     (0..dataset.len()).step_by(batch.max(1)).map(move |start| {
         let end = (start + batch).min(dataset.len());
         let mut images = vec![0f32; (end - start) * len];
-        images.par_chunks_mut(len).zip(start..end).try_for_each(|(out, i)| {
-            view(&dataset.image(i)?, i, out);
-            Ok::<_, anyhow::Error>(())
-        })?;
+        images.par_chunks_mut(len).zip(start..end).try_for_each(|(out, i)| dataset.with_pixels(i, |px| view(&px, i, out)))?;
         let labels = dataset.labels().map(|l| l[start..end].to_vec());
         Ok(EvalBatch { images, labels, shape: [end - start, 3, views.size, views.size] })
     })
