@@ -194,55 +194,76 @@ fn blur_plane(
     }
 }
 
+// The sums below fill their output block by block: an array of 32 values (then 8, then single
+// ones for the rest) stays in registers while all the terms are added, instead of a pass over
+// memory per term. They are plain generic functions, inlined into the multiversioned callers
+// so that they are compiled for the callers' instruction sets.
+
 /// `out[x] = side[0] · s(r)[x] + Σ_d side[d] · (s(r − d)[x] + s(r + d)[x])` where `s(t)` is `src`
 /// from `starts[t]`: a symmetric kernel of radius `r`, half the multiplications of the plain
-/// sum. Blocks of 16 outputs stay in registers while the terms are added.
+/// sum.
 #[inline(always)]
 fn symmetric_sum(out: &mut [f32], side: &[f32], src: &[f32], starts: &[usize]) {
-    const BLOCK: usize = 16;
     let (r, n) = (side.len() - 1, out.len());
     assert!(starts.len() == 2 * r + 1 && starts.iter().all(|&s| s + n <= src.len()));
-    let whole = n / BLOCK * BLOCK;
-    for (i, block) in out[..whole].chunks_exact_mut(BLOCK).enumerate() {
-        let at = |t: usize| -> &[f32; BLOCK] { src[starts[t] + i * BLOCK..][..BLOCK].try_into().unwrap() };
-        let centre = at(r);
-        let mut acc: [f32; BLOCK] = std::array::from_fn(|j| side[0] * centre[j]);
-        for d in 1..=r {
-            let (lo, hi) = (at(r - d), at(r + d));
-            for j in 0..BLOCK {
-                acc[j] += side[d] * (lo[j] + hi[j]);
-            }
-        }
-        block.copy_from_slice(&acc);
+    let mut x = 0;
+    while x + 32 <= n {
+        out[x..x + 32].copy_from_slice(&symmetric_block::<32>(x, side, src, starts));
+        x += 32;
     }
-    for x in whole..n {
-        let s = |t: usize| src[starts[t] + x];
-        out[x] = (1..=r).fold(side[0] * s(r), |acc, d| acc + side[d] * (s(r - d) + s(r + d)));
+    while x + 8 <= n {
+        out[x..x + 8].copy_from_slice(&symmetric_block::<8>(x, side, src, starts));
+        x += 8;
+    }
+    for x in x..n {
+        out[x] = symmetric_block::<1>(x, side, src, starts)[0];
     }
 }
 
-/// `out[x] = Σ_t weights[t] · src[start + t · stride + x]`, summed in the order of `t`. Blocks
-/// of 16 outputs stay in registers while the terms are added, instead of a pass over memory
-/// per term.
+#[inline(always)]
+fn symmetric_block<const B: usize>(x: usize, side: &[f32], src: &[f32], starts: &[usize]) -> [f32; B] {
+    let r = side.len() - 1;
+    let at = |t: usize| -> &[f32; B] { src[starts[t] + x..][..B].try_into().unwrap() };
+    let centre = at(r);
+    let mut acc: [f32; B] = std::array::from_fn(|j| side[0] * centre[j]);
+    for d in 1..=r {
+        let (lo, hi) = (at(r - d), at(r + d));
+        for j in 0..B {
+            acc[j] += side[d] * (lo[j] + hi[j]);
+        }
+    }
+    acc
+}
+
+/// `out[x] = Σ_t weights[t] · src[start + t · stride + x]`, summed in the order of `t`.
 #[inline(always)]
 pub(crate) fn weighted_sum(out: &mut [f32], weights: &[f32], src: &[f32], start: usize, stride: usize) {
-    const BLOCK: usize = 16;
     let n = out.len();
     assert!(weights.is_empty() || start + (weights.len() - 1) * stride + n <= src.len());
-    let whole = n / BLOCK * BLOCK;
-    for (i, block) in out[..whole].chunks_exact_mut(BLOCK).enumerate() {
-        let mut acc = [0f32; BLOCK];
-        for (t, &w) in weights.iter().enumerate() {
-            let s: &[f32; BLOCK] = src[start + t * stride + i * BLOCK..][..BLOCK].try_into().unwrap();
-            for j in 0..BLOCK {
-                acc[j] += w * s[j];
-            }
+    let mut x = 0;
+    while x + 32 <= n {
+        out[x..x + 32].copy_from_slice(&weighted_block::<32>(start + x, weights, src, stride));
+        x += 32;
+    }
+    while x + 8 <= n {
+        out[x..x + 8].copy_from_slice(&weighted_block::<8>(start + x, weights, src, stride));
+        x += 8;
+    }
+    for x in x..n {
+        out[x] = weighted_block::<1>(start + x, weights, src, stride)[0];
+    }
+}
+
+#[inline(always)]
+fn weighted_block<const B: usize>(at: usize, weights: &[f32], src: &[f32], stride: usize) -> [f32; B] {
+    let mut acc = [0f32; B];
+    for (t, &w) in weights.iter().enumerate() {
+        let s: &[f32; B] = src[at + t * stride..][..B].try_into().unwrap();
+        for j in 0..B {
+            acc[j] += w * s[j];
         }
-        block.copy_from_slice(&acc);
     }
-    for x in whole..n {
-        out[x] = weights.iter().enumerate().fold(0.0, |acc, (t, &w)| acc + w * src[start + t * stride + x]);
-    }
+    acc
 }
 
 fn on_planes(img: Image, f: impl FnOnce(&mut [f32])) -> Image {

@@ -45,12 +45,13 @@ fn cubic(x: f64) -> f64 {
     }
 }
 
-/// Resampling weights along one axis: output `o` is the weighted sum of the `count[o]` inputs
-/// from `first[o]`, with weights `weights[o * window..]`. Kept between calls to reuse the memory.
+/// Resampling weights along one axis: output `o` is the weighted sum of the `window` inputs
+/// from `first[o]`, with weights `weights[o * window..]`. Every output has the same number of
+/// weights (zeros where PIL's filter has fewer taps, which add exactly nothing), so that the
+/// loops over them have a fixed length. Kept between calls to reuse the memory.
 #[derive(Default)]
 pub(crate) struct Taps {
     first: Vec<usize>,
-    count: Vec<usize>,
     weights: Vec<f32>,
     window: usize,
 }
@@ -61,31 +62,32 @@ impl Taps {
         let scale = len as f64 / out as f64;
         let stretch = scale.max(1.0);
         let support = 2.0 * stretch;
-        self.window = support.ceil() as usize * 2 + 2;
-        self.first.clear();
-        self.count.clear();
-        self.weights.clear();
-        self.weights.resize(out * self.window, 0.0);
-        for o in 0..out {
+        let span = |o: usize| {
             let center = (o as f64 + 0.5) * scale;
             let lo = ((center - support + 0.5).floor().max(0.0)) as usize;
             let hi = ((center + support + 0.5).floor() as usize).min(len);
-            let ws = &mut self.weights[o * self.window..(o + 1) * self.window];
-            let mut sum = 0.0;
-            for i in lo..hi {
-                sum += cubic((i as f64 - center + 0.5) / stretch);
-            }
+            (center, lo, hi)
+        };
+        self.window = (0..out).map(|o| span(o).2 - span(o).1).max().unwrap_or(0);
+        self.first.clear();
+        self.weights.clear();
+        self.weights.resize(out * self.window, 0.0);
+        for o in 0..out {
+            let (center, lo, hi) = span(o);
+            // Near the end the window starts earlier; the weights shift along.
+            let first = lo.min(len - self.window);
+            let ws = &mut self.weights[o * self.window + lo - first..o * self.window + hi - first];
+            let sum: f64 = (lo..hi).map(|i| cubic((i as f64 - center + 0.5) / stretch)).sum();
             for (w, i) in ws.iter_mut().zip(lo..hi) {
                 *w = (cubic((i as f64 - center + 0.5) / stretch) / sum) as f32;
             }
-            self.first.push(lo);
-            self.count.push(hi - lo);
+            self.first.push(first);
         }
     }
 
     #[inline(always)]
     fn get(&self, o: usize) -> (usize, &[f32]) {
-        (self.first[o], &self.weights[o * self.window..o * self.window + self.count[o]])
+        (self.first[o], &self.weights[o * self.window..(o + 1) * self.window])
     }
 }
 
@@ -95,7 +97,8 @@ pub(crate) struct Resampler {
     tx: Taps,
     ty: Taps,
     line: Vec<[f32; 4]>,
-    rows: Vec<f32>,
+    rows: Vec<[f32; 4]>,
+    out_line: Vec<f32>,
 }
 
 impl Resampler {
@@ -118,13 +121,13 @@ impl Resampler {
         }
         self.tx.compute(w, out_w);
         self.ty.compute(h, out_h);
-        self.rows.resize(3 * h * out_w, 0.0);
+        self.rows.resize(h * out_w, [0.0; 4]);
         let (data, src_w, line) = (src.data(), src.width(), &mut self.line);
         match src.channels() {
             1 => horizontal::<_, 1>(data, src_w, (x, y, w, h), &self.tx, flip, out_w, line, &mut self.rows),
             _ => horizontal::<_, 3>(data, src_w, (x, y, w, h), &self.tx, flip, out_w, line, &mut self.rows),
         }
-        vertical(&self.rows, &self.ty, out_w, out);
+        vertical(&self.rows[..h * out_w], &self.ty, out_w, &mut self.out_line, out);
     }
 
     fn copy<P: Pixels + ?Sized>(&mut self, src: &P, (x, y, w, h): (usize, usize, usize, usize), flip: bool, out: &mut [f32]) {
@@ -141,9 +144,9 @@ impl Resampler {
     }
 }
 
-/// The horizontal pass over the `h` rows from `y`: `rows` gets three planes of `h × out_w`.
-/// Each source row is first widened to four floats a pixel, so that a tap is one vector
-/// multiply-add for all channels.
+/// The horizontal pass over the `h` rows from `y` into `rows` (`h × out_w` pixels of four
+/// floats, the fourth unused). Each source row is first widened to four floats a pixel, so that
+/// a tap is one vector multiply-add for all channels and a pixel one vector store.
 #[allow(clippy::too_many_arguments)]
 #[multiversion(targets("x86_64+avx+avx2+fma", "x86_64+sse4.1"))]
 fn horizontal<T: Texel, const C: usize>(
@@ -154,10 +157,9 @@ fn horizontal<T: Texel, const C: usize>(
     flip: bool,
     out_w: usize,
     line: &mut Vec<[f32; 4]>,
-    rows: &mut [f32],
+    rows: &mut [[f32; 4]],
 ) {
-    let plane = h * out_w;
-    for r in 0..h {
+    for (r, out) in rows[..h * out_w].chunks_exact_mut(out_w).enumerate() {
         let start = ((y + r) * src_w + x) * C;
         line.clear();
         line.extend(src[start..start + w * C].chunks_exact(C).map(|p| {
@@ -165,31 +167,56 @@ fn horizontal<T: Texel, const C: usize>(
             [v(0), v(1), v(2), 0.0]
         }));
         for o in 0..out_w {
-            let (first, ws) = taps.get(o);
-            let mut acc = [0f32; 4];
-            for (&wk, p) in ws.iter().zip(&line[first..]) {
-                for c in 0..4 {
-                    acc[c] += wk * p[c];
-                }
-            }
-            let dst = r * out_w + if flip { out_w - 1 - o } else { o };
-            for c in 0..3 {
-                rows[c * plane + dst] = acc[c].clamp(0.0, 1.0);
-            }
+            let acc = match taps.window {
+                4 => resample::<4>(line, taps, o),
+                _ => resample_any(line, taps, o),
+            };
+            out[if flip { out_w - 1 - o } else { o }] = acc.map(|v| v.clamp(0.0, 1.0));
         }
     }
 }
 
-/// The vertical pass: each output row of each plane a weighted sum of rows, clipped.
+/// Output `o` of a widened row, with a window known at compile time (4: every enlargement).
+#[inline(always)]
+fn resample<const W: usize>(line: &[[f32; 4]], taps: &Taps, o: usize) -> [f32; 4] {
+    let (first, ws) = taps.get(o);
+    let (ws, px): (&[f32; W], &[[f32; 4]; W]) = (ws.try_into().unwrap(), line[first..first + W].try_into().unwrap());
+    let mut acc = [0f32; 4];
+    for k in 0..W {
+        for c in 0..4 {
+            acc[c] += ws[k] * px[k][c];
+        }
+    }
+    acc
+}
+
+#[inline(always)]
+fn resample_any(line: &[[f32; 4]], taps: &Taps, o: usize) -> [f32; 4] {
+    let (first, ws) = taps.get(o);
+    let mut acc = [0f32; 4];
+    for (&wk, p) in ws.iter().zip(&line[first..first + ws.len()]) {
+        for c in 0..4 {
+            acc[c] += wk * p[c];
+        }
+    }
+    acc
+}
+
+/// The vertical pass: each output row a weighted sum of the rows of four-float pixels, then
+/// clipped and split into the three planes.
 #[multiversion(targets("x86_64+avx+avx2+fma", "x86_64+sse4.1"))]
-fn vertical(rows: &[f32], taps: &Taps, out_w: usize, out: &mut [f32]) {
-    let h = rows.len() / 3 / out_w;
-    for (c, dst) in out.chunks_exact_mut(out.len() / 3).enumerate() {
-        let rows = &rows[c * h * out_w..(c + 1) * h * out_w];
-        for (o, line) in dst.chunks_exact_mut(out_w).enumerate() {
-            let (first, ws) = taps.get(o);
-            weighted_sum(line, ws, rows, first * out_w, out_w);
-            line.iter_mut().for_each(|v| *v = v.clamp(0.0, 1.0));
+fn vertical(rows: &[[f32; 4]], taps: &Taps, out_w: usize, line: &mut Vec<f32>, out: &mut [f32]) {
+    let flat = rows.as_flattened();
+    let plane = out.len() / 3;
+    line.resize(4 * out_w, 0.0);
+    for o in 0..plane / out_w {
+        let (first, ws) = taps.get(o);
+        weighted_sum(line, ws, flat, first * 4 * out_w, 4 * out_w);
+        let (r, gb) = out.split_at_mut(plane);
+        let (g, b) = gb.split_at_mut(plane);
+        let at = o * out_w..(o + 1) * out_w;
+        for (((p, r), g), b) in line.chunks_exact(4).zip(&mut r[at.clone()]).zip(&mut g[at.clone()]).zip(&mut b[at]) {
+            (*r, *g, *b) = (p[0].clamp(0.0, 1.0), p[1].clamp(0.0, 1.0), p[2].clamp(0.0, 1.0));
         }
     }
 }
