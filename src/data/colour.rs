@@ -41,13 +41,14 @@ fn mean_luma(px: &mut [f32]) -> f32 {
     let mut total = 0f64;
     for ((r, g), b) in r.chunks(1024).zip(g.chunks(1024)).zip(b.chunks(1024)) {
         let mut lanes = [0f32; 8];
-        let whole = r.len() / 8 * 8;
-        for i in (0..whole).step_by(8) {
+        for ((r, g), b) in r.chunks_exact(8).zip(g.chunks_exact(8)).zip(b.chunks_exact(8)) {
+            let (r, g, b): (&[f32; 8], &[f32; 8], &[f32; 8]) = (r.try_into().unwrap(), g.try_into().unwrap(), b.try_into().unwrap());
             for l in 0..8 {
-                lanes[l] += luma(r[i + l], g[i + l], b[i + l]);
+                lanes[l] += luma(r[l], g[l], b[l]);
             }
         }
         total += lanes.iter().map(|&v| v as f64).sum::<f64>();
+        let whole = r.len() / 8 * 8;
         total += (whole..r.len()).map(|i| luma(r[i], g[i], b[i]) as f64).sum::<f64>();
     }
     (total / (px.len() / 3) as f64) as f32
@@ -72,8 +73,8 @@ pub(crate) fn hue_planes(px: &mut [f32], shift: f32) {
     let shift = 6.0 * shift;
     for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
         let (rv, gv, bv) = (*r, *g, *b);
-        let max = rv.max(gv).max(bv);
-        let chroma = max - rv.min(gv).min(bv);
+        let max = max(max(rv, gv), bv);
+        let chroma = max - min(min(rv, gv), bv);
         let inv = 1.0 / if chroma > 0.0 { chroma } else { 1.0 };
         let hr = (gv - bv) * inv;
         let hr = hr + if hr < 0.0 { 6.0 } else { 0.0 };
@@ -86,12 +87,29 @@ pub(crate) fn hue_planes(px: &mut [f32], shift: f32) {
         let channel = |n: f32, old: f32| {
             let k = n + h;
             let k = k - if k >= 6.0 { 6.0 } else { 0.0 };
-            let v = (max - chroma * k.min(4.0 - k).max(0.0).min(1.0)).max(0.0).min(1.0);
+            let v = unit(max - chroma * unit(min(k, 4.0 - k)));
             // Grays have no hue and stay as they are.
             if chroma > 0.0 { v } else { old }
         };
         (*r, *g, *b) = (channel(5.0, rv), channel(3.0, gv), channel(1.0, bv));
     }
+}
+
+/// `min`, `max` and clamping to [0, 1] for values that are never NaN: one instruction each,
+/// without `f32::min`'s NaN handling.
+#[inline(always)]
+fn min(a: f32, b: f32) -> f32 {
+    if a < b { a } else { b }
+}
+
+#[inline(always)]
+fn max(a: f32, b: f32) -> f32 {
+    if a > b { a } else { b }
+}
+
+#[inline(always)]
+fn unit(v: f32) -> f32 {
+    min(max(v, 0.0), 1.0)
 }
 
 #[multiversion(targets("x86_64+avx+avx2+fma", "x86_64+sse4.1"))]
