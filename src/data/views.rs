@@ -158,6 +158,7 @@ fn with_workspace<R>(f: impl FnOnce(&mut Workspace) -> R) -> R {
     WORKSPACE.set(ws);
     r
 }
+
 /// Per-channel statistics; `apply` gives the `3 × H × W` network input.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Normalize {
