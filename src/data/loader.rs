@@ -24,7 +24,7 @@ pub struct Batch {
     pub labels: Option<Vec<u32>>,
     pub indices: Vec<usize>,
     pub shape: [usize; 4],
-    pool: Option<Pool>,
+    pool: Pool,
 }
 
 /// View buffers of dropped batches, reused by the next ones: fresh memory costs a page fault
@@ -36,7 +36,7 @@ const POOLED: usize = 2 * (PREFETCH + 2);
 
 impl Drop for Batch {
     fn drop(&mut self) {
-        if let Some(mut pool) = self.pool.as_ref().and_then(|p| p.lock().ok()) {
+        if let Ok(mut pool) = self.pool.lock() {
             for v in [std::mem::take(&mut self.view_a), std::mem::take(&mut self.view_b)] {
                 if pool.len() < POOLED {
                     pool.push(v);
@@ -153,7 +153,7 @@ fn make_batch(dataset: &Dataset, views: &Views, indices: &[usize], seed: u64, ep
         .collect::<Result<_>>()?;
     let labels = dataset.labels().map(|l| used.iter().map(|&i| l[i]).collect());
     let shape = [n, 3, views.size, views.size];
-    Ok(Batch { view_a, view_b, labels, indices: used, shape, pool: Some(pool.clone()) })
+    Ok(Batch { view_a, view_b, labels, indices: used, shape, pool: pool.clone() })
 }
 
 /// Runs `view` on image `i`, or when it cannot be read, on the next readable one (warning once
