@@ -303,3 +303,42 @@ fn the_debian_fashion_mnist_is_found_first() {
     let counts = (0..10).map(|k| train.labels().unwrap().iter().filter(|&&l| l == k).count());
     assert!(counts.into_iter().all(|n| n == 6000));
 }
+
+#[test]
+fn jpegs_decode_to_the_pixels_the_image_crate_gives() {
+    // The loader decodes JPEGs with zune-jpeg into reused buffers; the pixels must be exactly
+    // those of `image::open` (same decoder, same options), colour and gray, one after another.
+    let dir = tempfile::tempdir().unwrap();
+    let (w, h) = (67u32, 41u32);
+    let rgb = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 3) as u8, (y * 5) as u8, ((x * y) % 256) as u8]));
+    let gray = image::GrayImage::from_fn(w, h, |x, y| image::Luma([((x + 2 * y) * 2) as u8]));
+    rgb.save(dir.path().join("a.jpg")).unwrap();
+    gray.save(dir.path().join("b.jpg")).unwrap();
+    rgb.save(dir.path().join("c.png")).unwrap();
+    for name in ["a.jpg", "b.jpg", "c.png", "a.jpg"] {
+        let path = dir.path().join(name);
+        let want = image::open(&path).unwrap().to_rgb8();
+        let got = datasets::decode(&path).unwrap();
+        assert_eq!((got.width, got.height), (w as usize, h as usize));
+        assert_eq!(got.to_bytes(), want.as_raw().as_slice(), "{name}");
+    }
+}
+
+#[test]
+fn reused_batch_memory_gives_the_same_batches() {
+    // Batches dropped while the loader runs hand their memory to later ones; the views must not
+    // depend on what that memory held.
+    let dir = tempfile::tempdir().unwrap();
+    image_folders(dir.path(), 12);
+    let mut c = config("folder", dir.path());
+    c.size = 8;
+    let set = data::open_train(&c).unwrap();
+    let kept: Vec<data::Batch> = data::Loader::new(&set, &c, 2, 5, 0).unwrap().map(|b| b.unwrap()).collect();
+    let mut streamed = 0;
+    for (b, k) in data::Loader::new(&set, &c, 2, 5, 0).unwrap().zip(&kept) {
+        let b = b.unwrap();
+        assert_eq!((&b.view_a, &b.view_b, &b.indices), (&k.view_a, &k.view_b, &k.indices));
+        streamed += 1;
+    }
+    assert_eq!(streamed, 24 / 2);
+}

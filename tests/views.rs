@@ -174,3 +174,67 @@ fn grayscale_inputs_become_three_channels() {
     let img = Image::from_bytes(&[0, 255, 51], 3, 1, 1);
     assert_eq!(img.pixels, vec![0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.2, 0.2, 0.2]);
 }
+
+#[test]
+fn views_from_bytes_equal_views_from_the_decoded_image() {
+    // The loader makes views from the stored or decoded bytes; they must be the very values the
+    // float image gives, for colour and gray sources, enlarged, shrunk or copied.
+    let (w, h) = (61, 47);
+    let rgb: Vec<u8> = (0..w * h * 3).map(|i| ((i * 37) % 251) as u8).collect();
+    let gray: Vec<u8> = (0..w * h).map(|i| ((i * 13) % 255) as u8).collect();
+    for (bytes, channels) in [(&rgb, 3), (&gray, 1)] {
+        let src = views::Bytes { data: bytes, width: w, height: h, channels };
+        let img = Image::from_bytes(bytes, w, h, channels);
+        for size in [24, 45, 96] {
+            let views = Views::new("imagenet", size, Normalize::new([0.4, 0.5, 0.6], [0.2, 0.25, 0.3])).unwrap();
+            for i in 0..20 {
+                let len = 3 * size * size;
+                let (mut a1, mut b1, mut a2, mut b2) = (vec![0.0; len], vec![0.0; len], vec![1.0; len], vec![1.0; len]);
+                views.pair(&src, &mut sample_rng(9, 0, i), &mut a1, &mut b1);
+                views.pair(&img, &mut sample_rng(9, 0, i), &mut a2, &mut b2);
+                assert!(a1 == a2 && b1 == b2, "channels {channels}, size {size}, sample {i}");
+                views.eval(&src, &mut a1);
+                views.eval(&img, &mut a2);
+                assert!(a1 == a2, "eval: channels {channels}, size {size}");
+            }
+        }
+    }
+}
+
+#[test]
+fn blur_equals_the_plain_sum_with_all_taps() {
+    // Reference: torchvision's definition summed directly in f64 (reflected borders, 23 taps).
+    let (w, h, kernel) = (45, 30, 23);
+    let input = Image { width: w, height: h, pixels: (0..w * h * 3).map(|i| ((i * 7919) % 1000) as f32 / 999.0).collect() };
+    for sigma in [0.1f32, 0.7, 1.3, 1.99] {
+        let k = views::gaussian_kernel(sigma, kernel);
+        let reflect = |i: isize, n: usize| {
+            let i = i.unsigned_abs();
+            if i >= n { 2 * (n - 1) - i } else { i }
+        };
+        let pass = |src: &[f64], horizontal: bool| -> Vec<f64> {
+            let mut out = vec![0.0; src.len()];
+            for y in 0..h {
+                for x in 0..w {
+                    for c in 0..3 {
+                        out[(y * w + x) * 3 + c] = (0..kernel)
+                            .map(|t| {
+                                let d = t as isize - 11;
+                                let (sx, sy) = match horizontal {
+                                    true => (reflect(x as isize + d, w), y),
+                                    false => (x, reflect(y as isize + d, h)),
+                                };
+                                k[t] as f64 * src[(sy * w + sx) * 3 + c]
+                            })
+                            .sum();
+                    }
+                }
+            }
+            out
+        };
+        let want = pass(&pass(&input.pixels.iter().map(|&v| v as f64).collect::<Vec<_>>(), true), false);
+        let got = views::gaussian_blur(input.clone(), sigma, kernel);
+        let d = got.pixels.iter().zip(&want).map(|(&a, &b)| (a as f64 - b).abs()).fold(0.0, f64::max);
+        assert!(d < 1e-6, "sigma {sigma}: max diff {d}");
+    }
+}

@@ -26,7 +26,7 @@ pub fn loader(args: &LoaderArgs) -> Result<f64> {
     let batch = config.optim.batch_size;
     let mut loader = crate::data::Loader::new(&dataset, &config.data, batch, config.train.seed, 0)?;
     loader.next().transpose()?;
-    let started = Instant::now();
+    let (started, cpu_before) = (Instant::now(), process_cpu_seconds());
     let mut pairs = 0;
     for b in loader.take(args.batches) {
         pairs += b?.shape[0];
@@ -36,7 +36,17 @@ pub fn loader(args: &LoaderArgs) -> Result<f64> {
         0 => rayon::current_num_threads(),
         n => n,
     };
-    println!("loader {} ({} images, views {} at {}px, batch {batch}, {threads} threads): {rate:.0} pairs/s",
-        config.data.dataset, dataset.len(), config.data.views, config.data.size);
+    // Per CPU-second of the whole process: what one core delivers even when others share it.
+    let per_core = pairs as f64 / (process_cpu_seconds() - cpu_before);
+    println!("loader {} ({} images, views {} at {}px, batch {batch}, {threads} threads): {rate:.0} pairs/s, \
+              {per_core:.0} per CPU-second", config.data.dataset, dataset.len(), config.data.views, config.data.size);
     Ok(rate)
+}
+
+/// Seconds of CPU time this process has used, all threads together.
+pub fn process_cpu_seconds() -> f64 {
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec into the pointer it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) };
+    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
 }

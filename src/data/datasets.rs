@@ -318,8 +318,5 @@ pub fn read_folder(dir: &Path) -> Result<Dataset> {
 
 /// Decodes one image file; a truncated or corrupt file is an error naming it.
 pub fn decode(path: &Path) -> Result<Image> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let img = image::load_from_memory(&bytes).with_context(|| format!("{}: cannot decode the image", path.display()))?;
-    let rgb = img.to_rgb8();
-    Ok(Image::from_bytes(rgb.as_raw(), rgb.width() as usize, rgb.height() as usize, 3))
+    super::decode::with_file(path, |b| Image::from_bytes(b.data, b.width, b.height, b.channels))
 }

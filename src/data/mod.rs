@@ -1,14 +1,17 @@
 //! Data: datasets on disk, downloads, the paper's two-view augmentations and the parallel loader.
 
+mod colour;
 pub mod datasets;
+pub mod decode;
 pub mod download;
 pub mod loader;
 pub mod preview;
+mod resize;
 pub mod views;
 
 pub use datasets::{Split, open};
 pub use loader::{Batch, EvalBatch, Loader, crop_flip_batches, eval_batches};
-pub use views::{Image, Normalize, Views};
+pub use views::{Bytes, Image, Normalize, Pixels, Views};
 
 use crate::config::DataConfig;
 use anyhow::{Context, Result};
@@ -95,6 +98,19 @@ impl Dataset {
                 Ok(Image::from_bytes(&pixels[i * len..(i + 1) * len], *width, *height, *channels))
             }
             Images::Files(paths) => datasets::decode(&paths[i]),
+        }
+    }
+
+    /// Calls `f` with image `i`'s pixels as stored or decoded: a slice of the dataset's memory,
+    /// or the file decoded into a buffer this thread reuses.
+    pub fn with_pixels<R>(&self, i: usize, f: impl FnOnce(Bytes<'_>) -> R) -> Result<R> {
+        match &self.inner.images {
+            Images::Raw { pixels, height, width, channels } => {
+                let len = height * width * channels;
+                let data = &pixels[i * len..(i + 1) * len];
+                Ok(f(Bytes { data, width: *width, height: *height, channels: *channels }))
+            }
+            Images::Files(paths) => decode::with_file(&paths[i], f),
         }
     }
 

@@ -3,6 +3,7 @@
 
 use super::Kernels;
 use super::conv::ConvShape;
+use crate::bench::process_cpu_seconds;
 use crate::model::{Arch, ResNetConfig, Stem};
 use anyhow::{Result, bail};
 use burn::backend::Flex;
@@ -118,14 +119,6 @@ fn random(shape: &[usize], seed: u64) -> FlexTensor {
 }
 
 static CPU_TIME: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Seconds of CPU time this process has used, all threads together.
-fn process_cpu_seconds() -> f64 {
-    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes one timespec into the pointer it is given.
-    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) };
-    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
-}
 
 /// The fastest of `reps` runs of `f`, in seconds (wall clock, or CPU time with `--cpu-time`).
 fn time<T>(reps: usize, mut f: impl FnMut() -> T) -> f64 {
