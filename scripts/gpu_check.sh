@@ -75,7 +75,7 @@ else
   row1="--batch 256 --size 32 --projector 2048-2048-2048"
   row2="--arch resnet50 --batch 64 --size 224 --projector 8192-8192-8192"
   torch1=$row1 torch2=$row2 train_set=""
-  steps=10 warm=90 train_secs=150
+  steps=10 warm=90 train_secs=100
 fi
 
 setup() {
