@@ -112,7 +112,7 @@ def measure(args, device, precision):
         sync()
         warm.append(time.perf_counter() - t)
         steady = len(warm) > 1 and abs(warm[-1] - warm[-2]) <= 0.1 * warm[-2]
-        if len(warm) >= args.warmup and (steady or len(warm) >= 10):
+        if len(warm) >= args.warmup and (steady or len(warm) >= args.warmup_max):
             break
     warmup_s = time.perf_counter() - start
     sync()
@@ -136,6 +136,7 @@ def main():
     ap.add_argument("--size", type=int, default=32, help="up to 64 px the CIFAR stem, above it the ImageNet one")
     ap.add_argument("--projector", default="2048-2048-2048")
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps at least (then until steady)")
+    ap.add_argument("--warmup-max", type=int, default=10, help="...or this many untimed steps, whichever first")
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--precision", default=None,
