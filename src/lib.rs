@@ -1,4 +1,5 @@
-//! Barlow Twins: self-supervised representation learning by redundancy reduction.
+//! Self-supervised representation learning: Barlow Twins, and beside it SimCLR, MoCo v2, BYOL,
+//! SimSiam and VICReg on the same trainer.
 
 pub mod backend;
 pub mod bench;
@@ -13,6 +14,7 @@ pub mod features;
 #[cfg(feature = "cubecl")]
 pub mod gpu;
 pub mod loss;
+pub mod methods;
 pub mod model;
 pub mod ops;
 pub mod optim;

@@ -34,6 +34,16 @@ pub fn linear(linear: &Linear, x: Tensor<2>) -> Tensor<2> {
 /// `running ← (1 − momentum)·running + momentum·batch`, with the batch's *unbiased* variance
 /// (burn's own BatchNorm uses the biased one, which makes evaluation-mode features differ).
 pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: Tensor<D>, then_relu: bool) -> Tensor<D> {
+    normalize(bn, x, then_relu, true)
+}
+
+/// [`batch_norm`] without the affine transform, as PyTorch's `BatchNorm1d(affine=False)`: no
+/// gradient reaches γ and β, so they stay 1 and 0 (SimSiam's projector output).
+pub fn batch_norm_affine_free<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
+    normalize(bn, x, false, false)
+}
+
+fn normalize<const D: usize>(bn: &BatchNorm, x: Tensor<D>, then_relu: bool, affine: bool) -> Tensor<D> {
     let training = x.device().is_autodiff() && bn.training.is_enabled();
     if !training {
         let y = bn.forward(x);
@@ -42,7 +52,11 @@ pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: Tensor<D>, then_relu: bool)
     let device = x.device();
     let count = x.shape().num_elements() / x.dims()[1];
     let unbiased = count as f64 / (count.max(2) - 1) as f64;
-    let result = super::batch_norm_train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon, then_relu);
+    let (gamma, beta) = match affine {
+        true => (bn.gamma.val(), bn.beta.val()),
+        false => (bn.gamma.val().detach(), bn.beta.val().detach()),
+    };
+    let result = super::batch_norm_train(x, gamma, beta, bn.epsilon, then_relu);
     let update = |running: Tensor<1>, batch: Tensor<1>| {
         running.to_device(&device).mul_scalar(1.0 - bn.momentum).add(batch.detach().mul_scalar(bn.momentum)).detach()
     };

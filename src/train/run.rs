@@ -2,13 +2,12 @@
 
 use super::metrics::{EpochRecord, Metrics, StepRecord};
 use super::plots;
-use super::step::{PendingStats, StepStats, train_step};
+use super::step::{PendingStats, Progress, StepStats, train_step};
 use crate::checkpoint::{self, Checkpoint, RunState};
 use crate::config::Config;
 use crate::data;
 use crate::eval::{Accuracy, knn_accuracy};
-use crate::model::BarlowTwins;
-use crate::optim::Schedule;
+use crate::methods::Model;
 use crate::{backend, features};
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
@@ -48,13 +47,13 @@ pub fn train(config: &Config, out: &Path, resume: bool) -> Result<Summary> {
     if steps_per_epoch == 0 {
         bail!("the dataset has {} images, fewer than one batch of {batch}", train_set.len());
     }
-    let schedule = Schedule::new(batch, config.optim.epochs, config.optim.warmup_epochs, steps_per_epoch);
+    let schedule = config.schedule(steps_per_epoch);
 
     let mut model = match resume {
         true => config.model().init(&device),
         false => crate::weights::initial_model(config, &device)?,
     };
-    let mut optim = config.lars().init();
+    let mut optim = config.optimizer(&schedule);
     let mut state = RunState { epoch: 0, step: 0, config: config.to_toml() };
     if resume {
         let ckpt = Checkpoint::read(&ckpt_path)?;
@@ -118,7 +117,8 @@ pub fn train(config: &Config, out: &Path, resume: bool) -> Result<Summary> {
             let views = views?;
             let lr = schedule.factor(state.step);
             let (y1, y2) = (to_tensor(&views.view_a, views.shape, &device), to_tensor(&views.view_b, views.shape, &device));
-            let (next, loss) = train_step(model, &mut optim, y1, y2, lr, config.train.precision);
+            let progress = Progress { step: state.step, total: schedule.total_steps };
+            let (next, loss) = train_step(model, &mut optim, y1, y2, lr, config.train.precision, progress);
             model = next;
             state.step += 1;
             steps_here += 1;
@@ -146,13 +146,15 @@ pub fn train(config: &Config, out: &Path, resume: bool) -> Result<Summary> {
                             stats.loss, ckpt_path.display()
                         );
                     }
-                    last = stats;
+                    last = stats.clone();
                     loss_sum += stats.loss;
                     metrics.step(&StepRecord { epoch, step, lr_factor, images_per_s, stats })?;
                 }
+                let terms: Vec<String> = last.terms.0.iter().map(|(name, v)| format!("{name} {}", short(*v))).collect();
+                let terms = if terms.is_empty() { String::new() } else { format!(" ({})", terms.join(" ")) };
                 bar.set_message(format!(
-                    "loss {:.1} (inv {:.1} red {:.0}) lr {:.4} {images_per_s:.0} img/s",
-                    last.loss, last.on_diag, last.off_diag, lr * config.optim.lr_weights
+                    "loss {}{terms} lr {:.4} {images_per_s:.0} img/s",
+                    short(last.loss), lr * config.optim.lr_weights
                 ));
             }
             if end {
@@ -183,7 +185,7 @@ pub fn train(config: &Config, out: &Path, resume: bool) -> Result<Summary> {
         );
         checkpoint::save(&ckpt_path, &state, &model, &optim)?;
         // Pictures are for people: failing to draw them must not stop training.
-        let drawn = plots::curves(out).and_then(|_| match &sample {
+        let drawn = plots::curves(out, config.model.method).and_then(|_| match &sample {
             Some(b) => plots::correlation(out, &model, b, state.epoch).map(|_| ()),
             None => Ok(()),
         });
@@ -195,21 +197,32 @@ pub fn train(config: &Config, out: &Path, resume: bool) -> Result<Summary> {
 }
 
 /// kNN accuracy of the encoder's features (eval-mode BatchNorm) on the monitor's splits.
-pub fn knn_monitor(model: &BarlowTwins, monitor: &data::Monitor, config: &Config) -> Result<Accuracy> {
+pub fn knn_monitor(model: &Model, monitor: &data::Monitor, config: &Config) -> Result<Accuracy> {
     let encoder = model.backbone.valid();
     let device = encoder.devices().into_iter().next().expect("a device");
     let views = data::Views::new(&config.data.views, config.data.size, monitor.train.normalize())?;
-    let train = features::encode(&encoder, &monitor.train, &views, &device)?;
-    let test = features::encode(&encoder, &monitor.test, &views, &device)?;
+    let limit = |set: &data::Dataset| config.train.knn_limit.map(|n| set.spread(n)).unwrap_or_else(|| set.clone());
+    let (train_set, test_set) = (limit(&monitor.train), limit(&monitor.test));
+    let train = features::encode(&encoder, &train_set, &views, &device)?;
+    let test = features::encode(&encoder, &test_set, &views, &device)?;
     Ok(knn_accuracy(
         train,
-        monitor.train.labels().context("the kNN monitor needs labels")?,
+        train_set.labels().context("the kNN monitor needs labels")?,
         test,
-        monitor.test.labels().context("the kNN monitor needs labels")?,
+        test_set.labels().context("the kNN monitor needs labels")?,
         monitor.train.num_classes(),
         config.train.knn_k,
         config.train.knn_t,
     ))
+}
+
+/// A loss value in a few characters, whatever its size.
+fn short(v: f64) -> String {
+    match v.abs() {
+        a if a >= 100.0 => format!("{v:.0}"),
+        a if a >= 1.0 => format!("{v:.2}"),
+        _ => format!("{v:.4}"),
+    }
 }
 
 pub fn to_tensor(values: &[f32], shape: [usize; 4], device: &Device) -> Tensor<4> {
