@@ -368,6 +368,7 @@ impl ModelConfig {
             Setting { key: "covariance", given: self.covariance.is_some() },
         ])?;
         let vicreg = methods::vicreg::Weights::default();
+        let d = *self.projector.last().context("model.projector needs a layer")?;
         match method {
             Method::Barlow => _ = self.lambda.get_or_insert(methods::barlow::LAMBDA),
             Method::Simclr => _ = self.temperature.get_or_insert(methods::simclr::TEMPERATURE),
@@ -378,17 +379,16 @@ impl ModelConfig {
                 self.ema.get_or_insert(methods::moco::EMA);
             }
             Method::Byol => {
-                self.predictor.get_or_insert(methods::byol::PREDICTOR.to_vec());
+                self.predictor.get_or_insert(vec![methods::byol::PREDICTOR_HIDDEN, d]);
                 self.ema.get_or_insert(methods::byol::EMA);
             }
-            Method::Simsiam => _ = self.predictor.get_or_insert(methods::simsiam::PREDICTOR.to_vec()),
+            Method::Simsiam => _ = self.predictor.get_or_insert(vec![methods::simsiam::PREDICTOR_HIDDEN, d]),
             Method::Vicreg => {
                 self.invariance.get_or_insert(vicreg.invariance);
                 self.variance.get_or_insert(vicreg.variance);
                 self.covariance.get_or_insert(vicreg.covariance);
             }
         }
-        let d = *self.projector.last().context("model.projector needs a layer")?;
         if let Some(p) = &self.predictor
             && p.last() != Some(&d)
         {

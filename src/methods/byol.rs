@@ -8,8 +8,8 @@ use burn::tensor::Tensor;
 /// The target's τ: from the paper's 0.996 (ImageNet) to 1 by a cosine over training.
 pub const EMA: [f64; 2] = [0.996, 1.0];
 
-/// Projector and predictor widths of the paper: 4096 hidden, 256 out.
-pub const PREDICTOR: [usize; 2] = [4096, 256];
+/// The predictor's hidden width in the paper (4096; its output is the projector's 256).
+pub const PREDICTOR_HIDDEN: usize = 4096;
 
 /// The symmetrised loss of the online predictions `p_a`, `p_b` and the target projections
 /// `t_a`, `t_b` of the two views (`N×D`; the targets carry no gradient):

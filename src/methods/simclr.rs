@@ -23,7 +23,7 @@ pub fn nt_xent(z_a: Tensor<2>, z_b: Tensor<2>, temperature: f64) -> Tensor<1> {
     let s = z.clone().matmul(z.transpose()).div_scalar(temperature);
     // k = i is left out of the sum by pushing s_ii far below every other logit (exp → 0).
     let device = s.device();
-    let self_mask = Tensor::<2>::eye(2 * n, &device).mul_scalar(1e9);
+    let self_mask = Tensor::<2>::eye(2 * n, &device).cast(s.dtype()).mul_scalar(1e9);
     let all = logsumexp(s - self_mask);
     (all - Tensor::cat(vec![positive.clone(), positive], 0)).mean()
 }

@@ -5,8 +5,8 @@
 use crate::loss::cosine;
 use burn::tensor::Tensor;
 
-/// The paper's predictor: a 512-wide bottleneck back to the projector's 2048.
-pub const PREDICTOR: [usize; 2] = [512, 2048];
+/// The paper's predictor: a 512-wide bottleneck (back to the projector's width).
+pub const PREDICTOR_HIDDEN: usize = 512;
 
 /// The symmetrised negative cosine of the predictions `p_a`, `p_b` and the projections `z_a`,
 /// `z_b` of the two views (`N×D`), with the stop-gradient on the projections:
