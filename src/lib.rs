@@ -6,6 +6,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod commands;
+pub mod compare;
 pub mod config;
 pub mod data;
 pub mod eval;

@@ -27,7 +27,7 @@ use momentum::Momentum;
 use serde::{Deserialize, Serialize};
 
 /// Which method trains the encoder (`model.method`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum Method {
     #[default]
@@ -126,6 +126,40 @@ impl TryFrom<String> for Method {
 impl From<Method> for String {
     fn from(m: Method) -> String {
         m.name().to_string()
+    }
+}
+
+/// Where a method stands among the others, as the papers position them (the qualitative
+/// columns of `barlow compare`'s table and of the README).
+#[derive(Clone, Copy, Debug)]
+pub struct Traits {
+    /// What the loss pushes each view away from.
+    pub negatives: &'static str,
+    pub momentum_encoder: bool,
+    pub predictor: bool,
+    /// What the loss asks of the two views' embeddings.
+    pub loss: &'static str,
+    /// How the method's paper reports it to fare with small batches.
+    pub batch_claim: &'static str,
+}
+
+impl Method {
+    pub fn traits(self) -> Traits {
+        let t = |negatives, momentum_encoder, predictor, loss, batch_claim| Traits { negatives, momentum_encoder, predictor, loss, batch_claim };
+        match self {
+            Method::Barlow => t("none", false, false, "cross-correlation of the views → identity",
+                "low: robust to small batches (its batch-size ablation, vs SimCLR and BYOL)"),
+            Method::Simclr => t("the other 2N − 2 views of the batch", false, false, "NT-Xent (InfoNCE over the batch)",
+                "high: gains with batches up to 8192 (its Fig. 9)"),
+            Method::Moco => t("a queue of past keys", true, false, "InfoNCE against the queue",
+                "low: the queue decouples the negatives from the batch"),
+            Method::Byol => t("none", true, true, "2 − 2·cos(prediction, target)",
+                "low from 256 to 4096, lower below (its Fig. 3a)"),
+            Method::Simsiam => t("none", false, true, "−cos(prediction, stop-grad projection)",
+                "low: 64 to 2048 within 2 points (its Table 2)"),
+            Method::Vicreg => t("none", false, false, "invariance + variance hinge + covariance",
+                "low: no large batch needed (as Barlow Twins)"),
+        }
     }
 }
 
