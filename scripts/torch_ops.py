@@ -34,13 +34,15 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--cpu-time", action="store_true")
+    p.add_argument("--per-layer", action="store_true", help="also print each layer's times")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     layers = json.load(open(a.layers))
-    t = [0.0] * 5
+    total = [0.0] * 5
     with torch.no_grad():
         for layer in layers:
+            t = [0.0] * 5
             time_it = lambda f: timer(a.reps, a.cpu_time, f)
             conv = layer["conv"]
             if conv:
@@ -75,11 +77,14 @@ def main():
                     g, x, gamma, None, None, mean, invstd, True, 1e-5, [True, True, True])
 
             t[4] += time_it(bn_backward)
+            if a.per_layer:
+                print(f"pytorch {layer['name']:<22} {layer['bn']} " + " ".join(f"{v:.4f}" for v in t))
+            total = [x + y for x, y in zip(total, t)]
     kind = "CPU" if a.cpu_time else "wall-clock"
     print(f"PyTorch {torch.__version__}, {a.threads} threads, {kind} seconds per step (two views):")
-    for name, v in zip(CATEGORIES, t):
+    for name, v in zip(CATEGORIES, total):
         print(f"{name:<20}{2 * v:>10.3f}")
-    print(f"{'total':<20}{2 * sum(t):>10.3f}")
+    print(f"{'total':<20}{2 * sum(total):>10.3f}")
 
 
 if __name__ == "__main__":

@@ -129,7 +129,7 @@ fn batch_norm_forward_matches_burn() {
         let x = random(shape, 30 + i as u64, offset);
         let (gamma, beta) = (random(&[c], 40 + i as u64, 1.0), random(&[c], 50 + i as u64, 0.0));
         for relu in [false, true] {
-            let (y, mean, var) = <Flex as Kernels>::batch_norm_forward(x.clone(), gamma.clone(), beta.clone(), 1e-5, relu);
+            let (y, mean, var) = <Flex as Kernels>::batch_norm_forward(x.clone(), gamma.clone(), beta.clone(), 1e-5, relu, None);
             let r = Flex::batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-5);
             let expected = if relu { Flex::relu(r.output) } else { r.output };
             for (name, ours, theirs) in [("output", y, expected), ("mean", mean, r.mean), ("variance", var, r.variance)] {
@@ -148,9 +148,9 @@ fn batch_norm_backward_matches_burn() {
         let (gamma, beta) = (random(&[c], 70 + i as u64, 1.0), random(&[c], 80 + i as u64, 0.0));
         let dy = random(shape, 90 + i as u64, 0.0);
         for relu in [false, true] {
-            let (y, mean, var) = <Flex as Kernels>::batch_norm_forward(x.clone(), gamma.clone(), beta.clone(), 1e-5, relu);
+            let (y, mean, var) = <Flex as Kernels>::batch_norm_forward(x.clone(), gamma.clone(), beta.clone(), 1e-5, relu, None);
             let ours = <Flex as Kernels>::batch_norm_backward(
-                x.clone(), gamma.clone(), mean.clone(), var.clone(), 1e-5, relu, y.clone(), dy.clone(),
+                x.clone(), gamma.clone(), mean.clone(), var.clone(), 1e-5, relu, y.clone(), dy.clone(), None,
             );
             let grad = if relu { Flex::relu_backward(y, dy.clone()) } else { dy.clone() };
             let r = Flex::batch_norm_train_backward(x.clone(), gamma.clone(), mean, var, 1e-5, grad);
@@ -175,7 +175,7 @@ fn gradients_through_autodiff_match_burn() {
     let probe = tensor(random(&[6, 8, 4, 4], 3, 0.0));
     let options = ConvOptions::new([2, 2], [1, 1], [1, 1], 1);
 
-    let ours = ops::batch_norm_train(ops::conv2d(x.clone(), w.clone(), options.clone()), gamma.clone(), beta.clone(), 1e-5, true);
+    let ours = ops::batch_norm_train(ops::conv2d(x.clone(), w.clone(), options.clone()), gamma.clone(), beta.clone(), 1e-5, true, None);
     let grads_ours = (ours.output * probe.clone()).sum().backward();
     let conv = burn::tensor::module::conv2d(x.clone(), w.clone(), None, options);
     let bn = burn::tensor::module::batch_norm_train(conv, gamma.clone(), beta.clone(), 1e-5);
@@ -191,5 +191,79 @@ fn gradients_through_autodiff_match_burn() {
     for (name, a, b) in pairs {
         let err = rel_diff(a, b);
         assert!(err < 1e-4, "gradient of {name} differs by {err}");
+    }
+}
+
+/// Two workers summing through memory, as MPI would between processes (a test double).
+#[derive(Debug)]
+struct TwoWorkers {
+    total: std::sync::Mutex<Vec<f64>>,
+    barrier: std::sync::Barrier,
+}
+
+impl barlow::ops::batch_norm::ChannelSum for TwoWorkers {
+    fn sum(&self, values: &mut [f64]) {
+        {
+            let mut total = self.total.lock().unwrap();
+            total.resize(values.len(), 0.0);
+            total.iter_mut().zip(values.iter()).for_each(|(t, v)| *t += v);
+        }
+        self.barrier.wait();
+        values.copy_from_slice(&self.total.lock().unwrap());
+        if self.barrier.wait().is_leader() {
+            self.total.lock().unwrap().clear();
+        }
+        self.barrier.wait();
+    }
+}
+
+/// Synchronised BatchNorm: two workers holding half a batch each compute exactly what one
+/// worker computes on the whole batch — outputs, statistics, input gradients — and their
+/// gamma/beta gradients add up to the whole batch's.
+#[test]
+fn synchronised_batch_norm_over_two_halves_is_batch_norm_over_the_whole() {
+    use std::sync::Arc;
+    for (shape, relu) in [(vec![8usize, 5, 3, 4], true), (vec![12, 7], false)] {
+        let c = shape[1];
+        let x = random(&shape, 5, 0.3);
+        let (gamma, beta, dy) = (random(&[c], 6, 1.0), random(&[c], 7, 0.0), random(&shape, 8, 0.0));
+        let (y, mean, var) = <Flex as Kernels>::batch_norm_forward(x.clone(), gamma.clone(), beta.clone(), 1e-5, relu, None);
+        let (dx, dgamma, dbeta) = <Flex as Kernels>::batch_norm_backward(
+            x.clone(), gamma.clone(), mean.clone(), var.clone(), 1e-5, relu, y.clone(), dy.clone(), None,
+        );
+        let half = shape[0] / 2;
+        let part = |t: &FlexTensor, i: usize| t.narrow(0, i * half, half).to_contiguous();
+        let sync: Arc<TwoWorkers> = Arc::new(TwoWorkers { total: Default::default(), barrier: std::sync::Barrier::new(2) });
+        let workers: Vec<_> = (0..2)
+            .map(|i| {
+                let (x, dy, gamma, beta) = (part(&x, i), part(&dy, i), gamma.clone(), beta.clone());
+                let sync: barlow::ops::ChannelSync = sync.clone();
+                std::thread::spawn(move || {
+                    let (y, mean, var) = <Flex as Kernels>::batch_norm_forward(
+                        x.clone(), gamma.clone(), beta, 1e-5, relu, Some(sync.clone()),
+                    );
+                    let grads = <Flex as Kernels>::batch_norm_backward(x, gamma, mean.clone(), var.clone(), 1e-5, relu, y.clone(), dy, Some(sync));
+                    (y, mean, var, grads)
+                })
+            })
+            .collect::<Vec<_>>() // both running before either is waited for
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect();
+        for (i, (y_i, mean_i, var_i, (dx_i, _, _))) in workers.iter().enumerate() {
+            for (name, ours, whole) in [("output", y_i, part(&y, i)), ("input gradient", dx_i, part(&dx, i))] {
+                let err = rel_diff(ours.clone(), whole);
+                assert!(err < 1e-5, "{shape:?} worker {i}: {name} differs by {err}");
+            }
+            assert!(rel_diff(mean_i.clone(), mean.clone()) < 1e-5 && rel_diff(var_i.clone(), var.clone()) < 1e-5);
+        }
+        let add = |a: &FlexTensor, b: &FlexTensor| {
+            FlexTensor::from_data(TensorData::new(values(a.clone()).iter().zip(values(b.clone())).map(|(a, b)| a + b).collect::<Vec<f32>>(), vec![c]))
+        };
+        assert!(rel_diff(add(&workers[0].3.1, &workers[1].3.1), dgamma) < 1e-5, "{shape:?}: gamma gradients");
+        assert!(rel_diff(add(&workers[0].3.2, &workers[1].3.2), dbeta) < 1e-5, "{shape:?}: beta gradients");
+        // Without synchronisation each half normalises with its own statistics: the check bites.
+        let (alone, _, _) = <Flex as Kernels>::batch_norm_forward(part(&x, 0), gamma.clone(), beta.clone(), 1e-5, relu, None);
+        assert!(rel_diff(alone, part(&y, 0)) > 1e-3);
     }
 }

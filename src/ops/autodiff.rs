@@ -1,7 +1,7 @@
 //! [`Kernels`] under autodiff: the forward runs on the inner backend and records one backward
 //! step that calls the inner backend's gradient kernels.
 
-use super::Kernels;
+use super::{ChannelSync, Kernels};
 use burn::backend::Backend;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -39,17 +39,17 @@ impl<B: Backend + Kernels> Backward<B, 2> for Conv2dBackward {
 struct BatchNormBackward;
 
 impl<B: Backend + Kernels> Backward<B, 3> for BatchNormBackward {
-    /// Input and gamma (checkpointed), mean, variance, epsilon, fused ReLU, and the output
-    /// (for the ReLU's mask).
-    type State = (NodeId, NodeId, Primitive<B>, Primitive<B>, f64, bool, Primitive<B>);
+    /// Input and gamma (checkpointed), mean, variance, epsilon, fused ReLU, the output (for the
+    /// ReLU's mask) and the synchronisation.
+    type State = (NodeId, NodeId, Primitive<B>, Primitive<B>, f64, bool, Primitive<B>, Option<ChannelSync>);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
         let [node_x, node_gamma, node_beta] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
-        let (x, gamma, mean, variance, epsilon, relu, output) = ops.state;
+        let (x, gamma, mean, variance, epsilon, relu, output, sync) = ops.state;
         let x = checkpointer.retrieve_node_output::<Primitive<B>>(x);
         let gamma = checkpointer.retrieve_node_output::<Primitive<B>>(gamma);
-        let (dx, dgamma, dbeta) = B::batch_norm_backward(x, gamma, mean, variance, epsilon, relu, output, grad);
+        let (dx, dgamma, dbeta) = B::batch_norm_backward(x, gamma, mean, variance, epsilon, relu, output, grad, sync);
         for (node, grad) in [(node_x, dx), (node_gamma, dgamma), (node_beta, dbeta)] {
             if let Some(node) = node {
                 grads.register::<B>(node.id, grad);
@@ -76,20 +76,33 @@ impl<B: Backend + Kernels, C: CheckpointStrategy> Kernels for Autodiff<B, C> {
         beta: FloatTensor<Self>,
         epsilon: f64,
         relu: bool,
+        sync: Option<ChannelSync>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         // The autodiff tensor type is only nameable through the backend's associated type.
         type AutodiffTensor<B, C> = FloatTensor<Autodiff<B, C>>;
         match BatchNormBackward.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
             OpsKind::Tracked(mut prep) => {
                 let (x_state, gamma_state) = (prep.checkpoint(&x), prep.checkpoint(&gamma));
-                let (y, mean, var) =
-                    B::batch_norm_forward(x.into_primitive(), gamma.into_primitive(), beta.into_primitive(), epsilon, relu);
-                let state = (x_state, gamma_state, mean.clone(), var.clone(), epsilon, relu, y.clone());
+                let (y, mean, var) = B::batch_norm_forward(
+                    x.into_primitive(),
+                    gamma.into_primitive(),
+                    beta.into_primitive(),
+                    epsilon,
+                    relu,
+                    sync.clone(),
+                );
+                let state = (x_state, gamma_state, mean.clone(), var.clone(), epsilon, relu, y.clone(), sync);
                 (prep.finish(state, y), AutodiffTensor::<B, C>::new(mean), AutodiffTensor::<B, C>::new(var))
             }
             OpsKind::UnTracked(prep) => {
-                let (y, mean, var) =
-                    B::batch_norm_forward(x.into_primitive(), gamma.into_primitive(), beta.into_primitive(), epsilon, relu);
+                let (y, mean, var) = B::batch_norm_forward(
+                    x.into_primitive(),
+                    gamma.into_primitive(),
+                    beta.into_primitive(),
+                    epsilon,
+                    relu,
+                    sync,
+                );
                 (prep.finish(y), AutodiffTensor::<B, C>::new(mean), AutodiffTensor::<B, C>::new(var))
             }
         }

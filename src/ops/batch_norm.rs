@@ -114,11 +114,47 @@ fn map_rows(sh: BnShape, out: &mut [f32], f: impl Fn(usize, usize, &mut [f32]) +
     }
 }
 
-/// Training-mode BatchNorm: `(y, mean, biased variance)`, with `y = relu(...)` when asked.
-pub fn forward(x: &[f32], gamma: &[f32], beta: &[f32], epsilon: f64, sh: BnShape, relu: bool) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+/// Sums per-channel statistics over the workers of a data-parallel job, which makes BatchNorm
+/// synchronised: normalised with the statistics of the global batch (SyncBatchNorm). Called on
+/// the calling thread, once or twice per BatchNorm and pass, in the same order on every worker.
+pub trait ChannelSum: Send + Sync + std::fmt::Debug {
+    /// Replaces each value by its sum over all workers.
+    fn sum(&self, values: &mut [f64]);
+}
+
+/// Per channel, the shift and the sums Σ(x − shift), Σ(x − shift)², and the element count —
+/// over this process's batch, or the global batch when `sync` is given.
+fn statistics(x: &[f32], sh: BnShape, sync: Option<&dyn ChannelSum>) -> (Vec<f32>, Vec<(f64, f64)>, f64) {
     let count = (sh.n * sh.s) as f64;
-    let shifts: Vec<f32> = (0..sh.c).map(|c| x[sh.row(0, c)][0]).collect();
+    let Some(sync) = sync else {
+        let shifts: Vec<f32> = (0..sh.c).map(|c| x[sh.row(0, c)][0]).collect();
+        let sums = channel_sums(sh, |n, c| shifted_sums(&x[sh.row(n, c)], shifts[c]));
+        return (shifts, sums, count);
+    };
+    // Workers must shift by the same value: the global mean, summed first (two passes).
+    let mut totals: Vec<f64> = channel_sums(sh, |n, c| shifted_sums(&x[sh.row(n, c)], 0.0)).iter().map(|s| s.0).collect();
+    totals.push(count);
+    sync.sum(&mut totals);
+    let count = totals[sh.c];
+    let shifts: Vec<f32> = totals[..sh.c].iter().map(|s| (s / count) as f32).collect();
     let sums = channel_sums(sh, |n, c| shifted_sums(&x[sh.row(n, c)], shifts[c]));
+    let mut flat: Vec<f64> = sums.iter().flat_map(|&(a, b)| [a, b]).collect();
+    sync.sum(&mut flat);
+    (shifts, flat.chunks_exact(2).map(|p| (p[0], p[1])).collect(), count)
+}
+
+/// Training-mode BatchNorm: `(y, mean, biased variance)`, with `y = relu(...)` when asked; with
+/// `sync`, the statistics are those of every worker's batch together.
+pub fn forward(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    epsilon: f64,
+    sh: BnShape,
+    relu: bool,
+    sync: Option<&dyn ChannelSum>,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (shifts, sums, count) = statistics(x, sh, sync);
     let mut mean = Vec::with_capacity(sh.c);
     let mut var = Vec::with_capacity(sh.c);
     let mut scale = Vec::with_capacity(sh.c);
@@ -147,7 +183,9 @@ pub fn forward(x: &[f32], gamma: &[f32], beta: &[f32], epsilon: f64, sh: BnShape
 }
 
 /// Gradients `(dx, dgamma, dbeta)` of [`forward`], given its input `x`, statistics and the
-/// output gradient `dy`; `y` is the forward output when the ReLU was fused.
+/// output gradient `dy`; `y` is the forward output when the ReLU was fused. With `sync` (as in
+/// the forward pass) the sums that `dx` needs run over every worker's batch; `dgamma` and
+/// `dbeta` stay this worker's share, to be summed with every other parameter gradient.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     x: &[f32],
@@ -158,12 +196,19 @@ pub fn backward(
     dy: &[f32],
     y: Option<&[f32]>,
     sh: BnShape,
+    sync: Option<&dyn ChannelSum>,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let count = (sh.n * sh.s) as f64;
-    let sums = channel_sums(sh, |n, c| {
+    let local = channel_sums(sh, |n, c| {
         let r = sh.row(n, c);
         grad_sums(&dy[r.clone()], &x[r.clone()], y.map(|y| &y[r]), mean[c])
     });
+    let (mut sums, mut count) = (local.clone(), (sh.n * sh.s) as f64);
+    if let Some(sync) = sync {
+        let mut flat: Vec<f64> = local.iter().flat_map(|&(a, b)| [a, b]).chain([count]).collect();
+        sync.sum(&mut flat);
+        count = flat[2 * sh.c];
+        sums = flat[..2 * sh.c].chunks_exact(2).map(|p| (p[0], p[1])).collect();
+    }
     // dx = γσ⁻¹ (g − Σg/M − x̂ Σg·x̂/M) = A·g + B·x + C per channel.
     let mut dgamma = Vec::with_capacity(sh.c);
     let mut dbeta = Vec::with_capacity(sh.c);
@@ -171,8 +216,8 @@ pub fn backward(
     for c in 0..sh.c {
         let (sg, sgx) = sums[c];
         let inv_std = 1.0 / (var[c] as f64 + epsilon).sqrt();
-        dbeta.push(sg as f32);
-        dgamma.push((sgx * inv_std) as f32);
+        dbeta.push(local[c].0 as f32);
+        dgamma.push((local[c].1 * inv_std) as f32);
         let a = gamma[c] as f64 * inv_std;
         let b = -a * inv_std * inv_std * sgx / count;
         let k = -a * sg / count - b * mean[c] as f64;

@@ -168,11 +168,11 @@ fn measure(layers: &[Layer], which: &str, reps: usize, per_layer: bool) -> [f64;
         let c = layer.bn[1];
         let (x, gamma, beta, dy) = (random(&layer.bn, seed + 3), random(&[c], seed + 4), random(&[c], seed + 5), random(&layer.bn, seed + 6));
         let relu = layer.relu;
-        let (y, mean, var) = <Flex as Kernels>::batch_norm_forward(x.clone(), gamma.clone(), beta.clone(), 1e-5, relu);
+        let (y, mean, var) = <Flex as Kernels>::batch_norm_forward(x.clone(), gamma.clone(), beta.clone(), 1e-5, relu, None);
         if ours {
-            t[3] += time(reps, || <Flex as Kernels>::batch_norm_forward(x.clone(), gamma.clone(), beta.clone(), 1e-5, relu));
+            t[3] += time(reps, || <Flex as Kernels>::batch_norm_forward(x.clone(), gamma.clone(), beta.clone(), 1e-5, relu, None));
             t[4] += time(reps, || {
-                <Flex as Kernels>::batch_norm_backward(x.clone(), gamma.clone(), mean.clone(), var.clone(), 1e-5, relu, y.clone(), dy.clone())
+                <Flex as Kernels>::batch_norm_backward(x.clone(), gamma.clone(), mean.clone(), var.clone(), 1e-5, relu, y.clone(), dy.clone(), None)
             });
         } else {
             t[3] += time(reps, || {

@@ -1,7 +1,7 @@
 //! [`Kernels`] on burn's `Flex` CPU backend: f32 tensors go to our kernels, anything else
 //! (other dtypes, grouped convolutions) to burn's own ops.
 
-use super::Kernels;
+use super::{ChannelSync, Kernels};
 use super::batch_norm::{self, BnShape};
 use super::conv::{self, ConvShape};
 use burn::backend::Flex;
@@ -86,14 +86,17 @@ impl Kernels for Flex {
         beta: FloatTensor<Self>,
         epsilon: f64,
         relu: bool,
+        sync: Option<ChannelSync>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         if !is_f32(&[&x, &gamma, &beta]) {
+            assert!(sync.is_none(), "synchronised BatchNorm needs f32 on the CPU");
             let r = Flex::batch_norm_train(x, gamma, beta, epsilon);
             let output = if relu { Flex::relu(r.output) } else { r.output };
             return (output, r.mean, r.variance);
         }
         let sh = bn_shape(&x);
-        let (y, mean, var) = batch_norm::forward(&values(&x), &values(&gamma), &values(&beta), epsilon, sh, relu);
+        let (y, mean, var) =
+            batch_norm::forward(&values(&x), &values(&gamma), &values(&beta), epsilon, sh, relu, sync.as_deref());
         (tensor(y, x.shape()), tensor(mean, [sh.c]), tensor(var, [sh.c]))
     }
 
@@ -106,8 +109,10 @@ impl Kernels for Flex {
         relu: bool,
         output: FloatTensor<Self>,
         output_grad: FloatTensor<Self>,
+        sync: Option<ChannelSync>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         if !is_f32(&[&x, &gamma, &mean, &variance, &output, &output_grad]) {
+            assert!(sync.is_none(), "synchronised BatchNorm needs f32 on the CPU");
             let grad = if relu { Flex::relu_backward(output, output_grad) } else { output_grad };
             let r = Flex::batch_norm_train_backward(x, gamma, mean, variance, epsilon, grad);
             return (r.x_grad, r.gamma_grad, r.beta_grad);
@@ -123,6 +128,7 @@ impl Kernels for Flex {
             &values(&output_grad),
             output.as_deref(),
             sh,
+            sync.as_deref(),
         );
         (tensor(dx, x.shape()), tensor(dgamma, [sh.c]), tensor(dbeta, [sh.c]))
     }

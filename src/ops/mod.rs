@@ -56,14 +56,16 @@ pub trait Kernels: Backend {
     }
 
     /// Training-mode BatchNorm over the batch and every axis after the channels, then a ReLU
-    /// when `relu`: `(output, mean, biased variance)`.
+    /// when `relu`: `(output, mean, biased variance)`; with `sync`, over every worker's batch.
     fn batch_norm_forward(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         epsilon: f64,
         relu: bool,
+        sync: Option<ChannelSync>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        assert!(sync.is_none(), "synchronised BatchNorm has no kernel on this backend");
         let r = Self::batch_norm_train(x, gamma, beta, epsilon);
         let output = if relu { Self::relu(r.output) } else { r.output };
         (output, r.mean, r.variance)
@@ -81,12 +83,17 @@ pub trait Kernels: Backend {
         relu: bool,
         output: FloatTensor<Self>,
         output_grad: FloatTensor<Self>,
+        sync: Option<ChannelSync>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        assert!(sync.is_none(), "synchronised BatchNorm has no kernel on this backend");
         let grad = if relu { Self::relu_backward(output, output_grad) } else { output_grad };
         let r = Self::batch_norm_train_backward(x, gamma, mean, variance, epsilon, grad);
         (r.x_grad, r.gamma_grad, r.beta_grad)
     }
 }
+
+/// What a synchronised BatchNorm sums its statistics with (see [`batch_norm::ChannelSum`]).
+pub type ChannelSync = std::sync::Arc<dyn batch_norm::ChannelSum>;
 
 /// Whether `tensor` lives on the backend with our kernels (possibly under autodiff).
 fn on_fast_backend<const D: usize>(tensor: &Tensor<D>) -> bool {
@@ -114,14 +121,17 @@ pub struct BatchNormOutput<const D: usize> {
 }
 
 /// Training-mode BatchNorm (then ReLU when `relu`): our kernels on the CPU, burn's ops elsewhere.
+/// With `sync`, the statistics are those of every worker's batch together (SyncBatchNorm).
 pub fn batch_norm_train<const D: usize>(
     x: Tensor<D>,
     gamma: Tensor<1>,
     beta: Tensor<1>,
     epsilon: f64,
     relu: bool,
+    sync: Option<ChannelSync>,
 ) -> BatchNormOutput<D> {
     if !on_fast_backend(&x) {
+        assert!(sync.is_none(), "synchronised BatchNorm runs on the CPU backend only for now");
         let r = burn::tensor::module::batch_norm_train(x, gamma, beta, epsilon);
         let output = if relu { burn::tensor::activation::relu(r.output) } else { r.output };
         return BatchNormOutput { output, mean: r.mean, variance: r.variance };
@@ -132,6 +142,7 @@ pub fn batch_norm_train<const D: usize>(
         beta.into_dispatch(),
         epsilon,
         relu,
+        sync,
     );
     BatchNormOutput {
         output: Tensor::from_dispatch(output),

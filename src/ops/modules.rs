@@ -1,7 +1,9 @@
 //! burn's `Conv2d`, `Linear` and `BatchNorm` modules run through barlow's kernels
 //! ([`super::conv2d`], [`super::batch_norm_train`]) and the current [`precision`](super::precision).
 
+use super::ChannelSync;
 use super::precision::{operand, result};
+use std::cell::RefCell;
 use burn::nn::{BatchNorm, Linear, PaddingConfig2d};
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
@@ -26,6 +28,24 @@ pub fn linear(linear: &Linear, x: Tensor<2>) -> Tensor<2> {
         Some(bias) => y + bias.val().unsqueeze(),
         None => y,
     }
+}
+
+thread_local! {
+    static SYNC: RefCell<Option<ChannelSync>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with every training-mode [`batch_norm`] on this thread synchronised through `sync`
+/// (SyncBatchNorm: the statistics of all workers' batches together), then restores the previous
+/// setting. `None` runs them on this process's batch alone.
+pub fn synchronised<R>(sync: Option<ChannelSync>, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<ChannelSync>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            SYNC.with(|s| *s.borrow_mut() = self.0.take());
+        }
+    }
+    let _restore = Restore(SYNC.with(|s| s.replace(sync)));
+    f()
 }
 
 /// `bn.forward(x)`, then a ReLU when `then_relu` (fused into the kernel when training).
@@ -56,7 +76,8 @@ fn normalize<const D: usize>(bn: &BatchNorm, x: Tensor<D>, then_relu: bool, affi
         true => (bn.gamma.val(), bn.beta.val()),
         false => (bn.gamma.val().detach(), bn.beta.val().detach()),
     };
-    let result = super::batch_norm_train(x, gamma, beta, bn.epsilon, then_relu);
+    let sync = SYNC.with(|s| s.borrow().clone());
+    let result = super::batch_norm_train(x, gamma, beta, bn.epsilon, then_relu, sync);
     let update = |running: Tensor<1>, batch: Tensor<1>| {
         running.to_device(&device).mul_scalar(1.0 - bn.momentum).add(batch.detach().mul_scalar(bn.momentum)).detach()
     };
