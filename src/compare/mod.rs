@@ -7,6 +7,7 @@
 //! over one method's. Each run is an ordinary run directory under `DIR/runs/`: a finished one is
 //! read back, an interrupted one resumed.
 
+mod plot;
 pub mod report;
 
 use crate::checkpoint::Checkpoint;

@@ -11,7 +11,7 @@ use std::path::Path;
 pub fn write(out: &Path, cmp: &Comparison, batch_sizes: &[usize], done: &[(Run, Outcome)]) -> Result<()> {
     crate::checkpoint::write_atomically(&out.join("compare.csv"), csv(done).as_bytes())?;
     crate::checkpoint::write_atomically(&out.join("compare.md"), markdown(cmp, batch_sizes, done).as_bytes())?;
-    crate::plot::accuracy_by_batch(&series(done), baseline(done), &title(done), &out.join("compare.png"))
+    super::plot::accuracy_by_batch(&series(done), baseline(done), &title(done), &out.join("compare.png"))
 }
 
 /// The peak learning rate of the weights: the recipe's rate scaled to the run's batch size.

@@ -13,6 +13,7 @@ pub mod barlow;
 pub mod byol;
 pub mod moco;
 pub mod momentum;
+mod settings;
 pub mod simclr;
 pub mod simsiam;
 pub mod vicreg;
