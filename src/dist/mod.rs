@@ -12,10 +12,12 @@
 //! host (the NCCL unique id broadcast from rank 0 with [`Collective::broadcast`] over MPI, then
 //! `ncclAllReduce` on the device buffers). The trainer sees only [`Comm`]; nothing else changes.
 
+pub mod loss;
 pub mod meter;
 #[cfg(feature = "mpi")]
 mod mpi;
 mod single;
+pub mod step;
 pub mod sync_bn;
 pub mod tensor;
 mod threads;
@@ -24,6 +26,7 @@ pub mod watchdog;
 #[cfg(feature = "mpi")]
 pub use self::mpi::Mpi;
 pub use single::Single;
+pub use step::Parallel;
 pub use tensor::{all_gather, all_reduce_sum};
 pub use threads::ThreadGroup;
 
