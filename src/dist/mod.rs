@@ -12,6 +12,7 @@
 //! host (the NCCL unique id broadcast from rank 0 with [`Collective::broadcast`] over MPI, then
 //! `ncclAllReduce` on the device buffers). The trainer sees only [`Comm`]; nothing else changes.
 
+pub mod job;
 pub mod loss;
 pub mod meter;
 #[cfg(feature = "mpi")]
@@ -25,6 +26,7 @@ pub mod watchdog;
 
 #[cfg(feature = "mpi")]
 pub use self::mpi::Mpi;
+pub use job::{Job, conclude};
 pub use single::Single;
 pub use step::Parallel;
 pub use tensor::{all_gather, all_reduce_sum};
