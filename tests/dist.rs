@@ -9,7 +9,7 @@
 mod common;
 
 use barlow::dist::loss::Reduce;
-use barlow::dist::{Comm, Parallel, Single, ThreadGroup, all_gather, all_reduce_sum};
+use barlow::dist::{Collective, Comm, Parallel, Single, ThreadGroup, all_gather, all_reduce_sum};
 use barlow::model::{Arch, BarlowTwins, BarlowTwinsConfig, ResNetConfig, Stem};
 use barlow::ops::precision::Precision;
 use barlow::optim::LarsConfig;
@@ -234,6 +234,57 @@ fn all_gather_stacks_the_workers_rows_and_hands_each_its_share_of_the_gradient()
         assert_eq!(grad, &vec![rows[0], rows[0], rows[1], rows[1]], "rank {rank}");
     }
     assert_eq!(out[0].2, out[1].2);
+}
+
+/// The synchronised BatchNorm for backends without barlow's kernels (tensor operations and the
+/// differentiable all-reduce), on two halves, against BatchNorm over the whole batch.
+#[test]
+fn synchronised_batch_norm_from_tensor_ops_is_batch_norm_over_the_whole_batch() {
+    let device = common::device();
+    let [n, c, h, w] = [8, 5, 3, 4];
+    let hash = |i: usize, salt: usize| (((i * 7919 + salt * 104_729) as f32 * 0.618_034).sin() * 43_758.547).fract();
+    let make = |len: usize, salt: usize| (0..len).map(|i| hash(i, salt)).collect::<Vec<f32>>();
+    let (x, dy, gamma, beta) = (make(n * c * h * w, 1), make(n * c * h * w, 2), make(c, 3), make(c, 4));
+    // Whole batch: barlow's BatchNorm (then ReLU), and the gradients of Σ y·dy.
+    let run = move |x: Vec<f32>, dy: Vec<f32>, rows: usize, sync: Option<barlow::ops::ChannelSync>, device: &Device| {
+        let x = Tensor::<4>::from_data(TensorData::new(x, [rows, c, h, w]), device).require_grad();
+        let g = Tensor::<1>::from_data(TensorData::new(gamma.clone(), [c]), device).require_grad();
+        let b = Tensor::<1>::from_data(TensorData::new(beta.clone(), [c]), device).require_grad();
+        let out = match sync {
+            Some(sync) => barlow::dist::sync_bn::batch_norm_train(x.clone(), g.clone(), b.clone(), 1e-5, true, sync),
+            None => barlow::ops::batch_norm_train(x.clone(), g.clone(), b.clone(), 1e-5, true, None),
+        };
+        let dy = Tensor::<4>::from_data(TensorData::new(dy, [rows, c, h, w]), device);
+        let grads = (out.output.clone() * dy).sum().backward();
+        let grad = |t: &Tensor<1>| values(t.grad(&grads).unwrap());
+        (values(out.output), values(x.grad(&grads).unwrap()), grad(&g), grad(&b), values(out.variance))
+    };
+    let whole = run(x.clone(), dy.clone(), n, None, &device);
+    let half = x.len() / 2;
+    let handles: Vec<_> = ThreadGroup::new(2)
+        .into_iter()
+        .map(|worker| {
+            let r = worker.rank();
+            let (x, dy, device) = (x[r * half..(r + 1) * half].to_vec(), dy[r * half..(r + 1) * half].to_vec(), device.clone());
+            let run = run.clone();
+            std::thread::spawn(move || run(x, dy, n / 2, Some(Arc::new(worker)), &device))
+        })
+        .collect();
+    let parts: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let joined = |f: fn(&(Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>)) -> &Vec<f32>| {
+        parts.iter().flat_map(|p| f(p).clone()).collect::<Vec<f32>>()
+    };
+    let summed = |f: fn(&(Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>)) -> &Vec<f32>| {
+        f(&parts[0]).iter().zip(f(&parts[1])).map(|(a, b)| a + b).collect::<Vec<f32>>()
+    };
+    assert!(rel_err(&joined(|p| &p.0), &whole.0) < 1e-5, "output");
+    assert!(rel_err(&joined(|p| &p.1), &whole.1) < 1e-5, "input gradient");
+    assert!(rel_err(&summed(|p| &p.2), &whole.2) < 1e-5, "gamma gradient, summed over the workers");
+    assert!(rel_err(&summed(|p| &p.3), &whole.3) < 1e-5, "beta gradient, summed over the workers");
+    assert!(rel_err(&parts[0].4, &whole.4) < 1e-5 && parts[0].4 == parts[1].4, "the global variance on both");
+    // Each half alone normalises differently: the check can fail.
+    let alone = run(x[..half].to_vec(), dy[..half].to_vec(), n / 2, None, &device);
+    assert!(rel_err(&alone.0, &whole.0[..half]) > 1e-2);
 }
 
 /// Under `mpirun -np 2`: the check of the threads test, between processes. The outer test
