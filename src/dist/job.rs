@@ -66,8 +66,16 @@ impl Job {
     /// The backend to run on: with several workers on one machine, each takes the GPU of its
     /// node-local rank (`cuda` → `cuda:<local rank>`); an explicit index is kept.
     pub fn backend(&self, name: &str) -> String {
+        let local = self.comm.local_rank();
         match name {
-            "cuda" | "tch-cuda" if self.comm.local_size() > 1 => format!("{name}:{}", self.comm.local_rank()),
+            "cuda" | "tch-cuda" if self.comm.local_size() > 1 => format!("{name}:{local}"),
+            // `auto` is CUDA's device 0 when there is a GPU: here, the node-local rank's.
+            "auto" if self.comm.local_size() > 1 && cfg!(feature = "cuda") => {
+                match crate::backend::device("auto") {
+                    Ok(device) if !crate::backend::is_cpu(&device) => format!("cuda:{local}"),
+                    _ => name.to_string(),
+                }
+            }
             _ => name.to_string(),
         }
     }
