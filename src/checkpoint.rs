@@ -67,7 +67,8 @@ impl Checkpoint {
         Self::parse(&bytes).with_context(|| format!("checkpoint {} is not usable", path.display()))
     }
 
-    fn parse(bytes: &[u8]) -> Result<Checkpoint> {
+    /// A checkpoint from the bytes of its file.
+    pub fn parse(bytes: &[u8]) -> Result<Checkpoint> {
         if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
             bail!("not a barlow checkpoint (bad magic bytes)");
         }

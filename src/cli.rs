@@ -214,7 +214,13 @@ fn train(mut args: TrainArgs) -> Result<()> {
             existing.display()
         );
     }
-    let summary = crate::train::train(&config, &args.out, args.resume)?;
+    // One process, or one worker of an `mpirun`/`srun` job; a failure on any worker ends them all.
+    let comm = crate::dist::world()?;
+    let job = crate::dist::conclude(&comm, crate::dist::Job::new(comm.clone(), &config, &args.out))?;
+    let summary = crate::dist::conclude(&comm, crate::train::train_in(&job, &config, &args.out, args.resume))?;
+    if !job.writes() {
+        return Ok(());
+    }
     println!(
         "trained {} epochs ({} steps), final loss {:.2}{}; checkpoint {}",
         summary.epochs,

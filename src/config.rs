@@ -180,6 +180,17 @@ pub struct TrainConfig {
     /// it is slower than f32.
     #[serde(default)]
     pub precision: crate::ops::precision::Precision,
+    /// Data-parallel runs (`mpirun -np W barlow train`): BatchNorm in the encoder over the
+    /// global batch (SyncBatchNorm), as the official code converts every BatchNorm; the
+    /// projector's and the loss's always are. On by default for Barlow Twins, so that W workers
+    /// compute exactly what one process with the global batch does, whatever W is; off, the
+    /// encoder normalises over each worker's shard (less communication, results depend on W).
+    #[serde(default = "default_true")]
+    pub sync_bn: bool,
+    /// Data-parallel runs: seconds a collective may wait for the other workers before this
+    /// worker gives up and ends the job (a hung rank); 0 waits for ever.
+    #[serde(default = "default_dist_timeout")]
+    pub dist_timeout: u64,
 }
 
 impl Default for TrainConfig {
@@ -194,6 +205,8 @@ impl Default for TrainConfig {
             max_steps: None,
             log_every: default_log_every(),
             precision: Default::default(),
+            sync_bn: true,
+            dist_timeout: default_dist_timeout(),
         }
     }
 }
@@ -221,6 +234,12 @@ fn default_knn_t() -> f64 {
 }
 fn default_log_every() -> usize {
     10
+}
+fn default_true() -> bool {
+    true
+}
+fn default_dist_timeout() -> u64 {
+    900
 }
 
 impl Config {

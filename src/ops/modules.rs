@@ -70,13 +70,17 @@ fn normalize<const D: usize>(bn: &BatchNorm, x: Tensor<D>, then_relu: bool, affi
         return if then_relu { relu(y) } else { y };
     }
     let device = x.device();
-    let count = x.shape().num_elements() / x.dims()[1];
-    let unbiased = count as f64 / (count.max(2) - 1) as f64;
+    let sync = SYNC.with(|s| s.borrow().clone());
+    // The unbiased correction of the running variance counts every worker's values.
+    let mut count = [(x.shape().num_elements() / x.dims()[1]) as f64];
+    if let Some(sync) = &sync {
+        sync.sum(&mut count);
+    }
+    let unbiased = count[0] / (count[0].max(2.0) - 1.0);
     let (gamma, beta) = match affine {
         true => (bn.gamma.val(), bn.beta.val()),
         false => (bn.gamma.val().detach(), bn.beta.val().detach()),
     };
-    let sync = SYNC.with(|s| s.borrow().clone());
     let result = super::batch_norm_train(x, gamma, beta, bn.epsilon, then_relu, sync);
     let update = |running: Tensor<1>, batch: Tensor<1>| {
         running.to_device(&device).mul_scalar(1.0 - bn.momentum).add(batch.detach().mul_scalar(bn.momentum)).detach()
