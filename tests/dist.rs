@@ -325,3 +325,16 @@ fn mpi_two_ranks_match_one() {
     assert!(out.status.success(), "mpirun -np 2 failed:\n{text}");
     assert_eq!(text.matches("2 ranks match 1 process").count(), 2, "{text}");
 }
+
+/// Only Barlow Twins is wired into data-parallel training so far: another method with several
+/// workers is refused before anything trains; with one worker it is the plain trainer.
+#[test]
+fn other_methods_are_refused_with_several_workers() {
+    let config = barlow::config::Config::load("simclr-cifar10", &[]).unwrap();
+    let out = std::env::temp_dir().join("barlow-dist-refusal");
+    let two: barlow::dist::Comm = std::sync::Arc::new(barlow::dist::ThreadGroup::new(2).remove(0));
+    let err = barlow::dist::Job::new(two, &config, &out).err().expect("simclr over 2 workers must be refused");
+    assert!(format!("{err:#}").contains("one process only"), "{err:#}");
+    let one: barlow::dist::Comm = std::sync::Arc::new(barlow::dist::Single);
+    barlow::dist::Job::new(one, &config, &out).expect("simclr in one process");
+}

@@ -34,7 +34,9 @@ pub fn cross_correlation(z_a: Tensor<2>, z_b: Tensor<2>, n: usize) -> Tensor<2> 
 
 /// The Barlow Twins loss of a cross-correlation matrix `c` (`D×D`):
 ///
-///     L = Σ_i (1 − C_ii)²  +  λ Σ_{i≠j} C_ij²
+/// ```text
+/// L = Σ_i (1 − C_ii)²  +  λ Σ_{i≠j} C_ij²
+/// ```
 ///
 /// The off-diagonal sum is Σ C² − Σ diag(C)², so no masked copy of C is ever built.
 pub fn barlow_loss_from_c(c: Tensor<2>, lambda: f64) -> BarlowLoss {

@@ -14,8 +14,10 @@ pub const PREDICTOR_HIDDEN: usize = 4096;
 /// The symmetrised loss of the online predictions `p_a`, `p_b` and the target projections
 /// `t_a`, `t_b` of the two views (`N×D`; the targets carry no gradient):
 ///
-///     L(p, t) = ‖p̄ − t̄‖² = 2 − 2·cos(p, t),   averaged over the batch
-///     L_total = L(p_a, t_b) + L(p_b, t_a)
+/// ```text
+/// L(p, t) = ‖p̄ − t̄‖² = 2 − 2·cos(p, t),   averaged over the batch
+/// L_total = L(p_a, t_b) + L(p_b, t_a)
+/// ```
 pub fn byol_loss(p_a: Tensor<2>, p_b: Tensor<2>, t_a: Tensor<2>, t_b: Tensor<2>) -> Tensor<1> {
     let l = |p, t: Tensor<2>| (-cosine(p, t.detach()).mean()).mul_scalar(2.0).add_scalar(2.0);
     l(p_a, t_b) + l(p_b, t_a)

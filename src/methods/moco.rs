@@ -53,7 +53,9 @@ pub fn enqueue(queue: Tensor<3>, keys: Tensor<3>, step: usize) -> Tensor<3> {
 /// MoCo's InfoNCE of queries `q` against their keys `k` (`N×D`) and the queue's negatives
 /// (`K×D`), all of unit length:
 ///
-///     ℓ_i = −log( exp(q_i·k_i/τ) / (exp(q_i·k_i/τ) + Σ_j exp(q_i·n_j/τ)) ),   L = mean_i ℓ_i
+/// ```text
+/// ℓ_i = −log( exp(q_i·k_i/τ) / (exp(q_i·k_i/τ) + Σ_j exp(q_i·n_j/τ)) ),   L = mean_i ℓ_i
+/// ```
 ///
 /// (`CrossEntropyLoss` of the logits `[l_pos, l_neg]/τ` against label 0, as `builder.py`).
 pub fn infonce(q: Tensor<2>, k: Tensor<2>, negatives: Tensor<2>, temperature: f64) -> Tensor<1> {

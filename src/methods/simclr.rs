@@ -9,9 +9,11 @@ pub const TEMPERATURE: f64 = 0.1;
 
 /// NT-Xent over the 2N views, `z_a`, `z_b` (`N×D`) being the projections of the two views:
 ///
-///     s_ij = ẑ_i·ẑ_j / τ          (ẑ = z/‖z‖, i, j over all 2N views)
-///     ℓ_i  = −log( exp(s_i,p(i)) / Σ_{k≠i} exp(s_ik) ),   p(i) the other view of i's image
-///     L    = 1/(2N) Σ_i ℓ_i
+/// ```text
+/// s_ij = ẑ_i·ẑ_j / τ          (ẑ = z/‖z‖, i, j over all 2N views)
+/// ℓ_i  = −log( exp(s_i,p(i)) / Σ_{k≠i} exp(s_ik) ),   p(i) the other view of i's image
+/// L    = 1/(2N) Σ_i ℓ_i
+/// ```
 ///
 /// The 2N×2N similarity matrix is the only batch-wide quantity: a distributed version gathers
 /// the embeddings of every worker into it.

@@ -28,10 +28,12 @@ pub const EXPANDER: [usize; 3] = [8192, 8192, 8192];
 
 /// The VICReg loss of two expander outputs `z_a`, `z_b` (`N×D`):
 ///
-///     s(Z, Z')  = 1/(N·D) Σ ‖z_i − z'_i‖²                         (invariance: F.mse_loss)
-///     v(Z)      = 1/D Σ_j max(0, 1 − √(Var(z^j) + ε))              (Var unbiased)
-///     c(Z)      = 1/D Σ_{i≠j} C(Z)_ij²,  C(Z) = (Z−Z̄)ᵀ(Z−Z̄)/(N−1)
-///     L = λ·s + μ·(v(Z) + v(Z'))/2 + ν·(c(Z) + c(Z'))
+/// ```text
+/// s(Z, Z')  = 1/(N·D) Σ ‖z_i − z'_i‖²                         (invariance: F.mse_loss)
+/// v(Z)      = 1/D Σ_j max(0, 1 − √(Var(z^j) + ε))              (Var unbiased)
+/// c(Z)      = 1/D Σ_{i≠j} C(Z)_ij²,  C(Z) = (Z−Z̄)ᵀ(Z−Z̄)/(N−1)
+/// L = λ·s + μ·(v(Z) + v(Z'))/2 + ν·(c(Z) + c(Z'))
+/// ```
 ///
 /// Logged terms are s, (v(Z)+v(Z'))/2 and c(Z)+c(Z'), before their coefficients.
 pub fn vicreg_loss(z_a: Tensor<2>, z_b: Tensor<2>, w: Weights) -> Loss {
