@@ -1,6 +1,6 @@
 //! Checkpoints: model, optimizer state and run position in one file, replaced atomically.
 
-use crate::model::BarlowTwins;
+use crate::methods::Model;
 use anyhow::{Context, Result, bail};
 use burn::optim::ModuleOptimizer;
 use burn::store::{BurnpackStore, ModuleSnapshot};
@@ -23,7 +23,7 @@ pub struct RunState {
 }
 
 /// Saves a checkpoint to `path`, atomically.
-pub fn save(path: &Path, state: &RunState, model: &BarlowTwins, optim: &ModuleOptimizer) -> Result<()> {
+pub fn save(path: &Path, state: &RunState, model: &Model, optim: &ModuleOptimizer) -> Result<()> {
     let mut store = BurnpackStore::from_bytes(None);
     // burn holds a BatchNorm's latest running-statistics update aside until the next forward
     // pass; `valid()` commits it, so the file has the statistics the live model goes on with.
@@ -67,7 +67,8 @@ impl Checkpoint {
         Self::parse(&bytes).with_context(|| format!("checkpoint {} is not usable", path.display()))
     }
 
-    fn parse(bytes: &[u8]) -> Result<Checkpoint> {
+    /// A checkpoint from the bytes of its file.
+    pub fn parse(bytes: &[u8]) -> Result<Checkpoint> {
         if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
             bail!("not a barlow checkpoint (bad magic bytes)");
         }
@@ -94,7 +95,7 @@ impl Checkpoint {
     }
 
     /// Loads the weights into `model` (built from the same config) and the state into `optim`.
-    pub fn apply(self, model: BarlowTwins, optim: ModuleOptimizer) -> Result<(BarlowTwins, ModuleOptimizer)> {
+    pub fn apply(self, model: Model, optim: ModuleOptimizer) -> Result<(Model, ModuleOptimizer)> {
         let model = load_weights(model, self.model)?;
         // Optimizer state is keyed by parameter id, which the model's burnpack carries across.
         let optim = optim.from_bytes(self.optim).context("loading the optimizer state")?;
@@ -103,7 +104,7 @@ impl Checkpoint {
 }
 
 /// The model of a checkpoint, built from the config saved inside it, on `device`.
-pub fn load_model(path: &Path, device: &burn::tensor::Device) -> Result<(crate::config::Config, BarlowTwins)> {
+pub fn load_model(path: &Path, device: &burn::tensor::Device) -> Result<(crate::config::Config, Model)> {
     let ckpt = Checkpoint::read(path)?;
     let config = crate::config::Config::parse(&ckpt.state.config, &[])
         .with_context(|| format!("the config saved in {}", path.display()))?;
@@ -113,12 +114,12 @@ pub fn load_model(path: &Path, device: &burn::tensor::Device) -> Result<(crate::
 
 impl Checkpoint {
     /// The saved weights in a model built from `config` (the checkpoint's own) on `device`.
-    pub fn model(self, config: &crate::config::Config, device: &burn::tensor::Device) -> Result<BarlowTwins> {
+    pub fn model(self, config: &crate::config::Config, device: &burn::tensor::Device) -> Result<Model> {
         load_weights(config.model().init(device), self.model)
     }
 }
 
-pub(crate) fn load_weights(mut model: BarlowTwins, bytes: Bytes) -> Result<BarlowTwins> {
+pub(crate) fn load_weights(mut model: Model, bytes: Bytes) -> Result<Model> {
     let mut store = BurnpackStore::from_bytes(Some(bytes));
     let result = model.load_from(&mut store).context("reading the model weights")?;
     if !result.errors.is_empty() || !result.missing.is_empty() {

@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "barlow", version, about = "Barlow Twins self-supervised pretraining")]
+#[command(name = "barlow", version, about = "Barlow Twins self-supervised pretraining, and SimCLR, MoCo v2, BYOL, SimSiam and VICReg beside it")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -14,7 +14,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Pretrain an encoder with Barlow Twins.
+    /// Pretrain an encoder (Barlow Twins, or model.method = simclr, moco, byol, simsiam, vicreg).
     Train(TrainArgs),
     /// Evaluate an encoder (a run's, or --weights) on a labeled dataset.
     #[command(subcommand)]
@@ -37,6 +37,9 @@ pub enum Command {
     Bench(Bench),
     /// Compile and autotune a config's GPU kernels ahead of training (kept in the kernel cache).
     Tune(crate::bench::TuneArgs),
+    /// Train every method at every batch size with its own recipe and compare their kNN accuracy
+    /// (DIR/compare.md, .csv, .png); an interrupted comparison continues where it stopped.
+    Compare(crate::compare::CompareArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -108,7 +111,8 @@ impl Overrides {
 /// Which configuration: a preset or file, with overrides.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct ConfigArgs {
-    /// A preset (quick, cifar10, cifar10-cpu, imagenet) or a TOML file [default: quick].
+    /// A preset (quick, cifar10, cifar10-cpu, imagenet, <method>-cifar10, <method>-imagenet) or a
+    /// TOML file [default: quick].
     #[arg(long, short)]
     pub config: Option<String>,
     #[command(flatten)]
@@ -181,6 +185,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(Bench::Ops(args)) => crate::ops::bench::run(&args),
         Command::Bench(Bench::Check(args)) => crate::bench::check::check(&args).map(|_| ()),
         Command::Tune(args) => crate::bench::tune(&args),
+        Command::Compare(args) => crate::compare::compare(&args).map(|_| ()),
     }
 }
 
@@ -209,7 +214,13 @@ fn train(mut args: TrainArgs) -> Result<()> {
             existing.display()
         );
     }
-    let summary = crate::train::train(&config, &args.out, args.resume)?;
+    // One process, or one worker of an `mpirun`/`srun` job; a failure on any worker ends them all.
+    let comm = crate::dist::world()?;
+    let job = crate::dist::conclude(&comm, crate::dist::Job::new(comm.clone(), &config, &args.out))?;
+    let summary = crate::dist::conclude(&comm, crate::train::train_in(&job, &config, &args.out, args.resume))?;
+    if !job.writes() {
+        return Ok(());
+    }
     println!(
         "trained {} epochs ({} steps), final loss {:.2}{}; checkpoint {}",
         summary.epochs,

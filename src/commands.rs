@@ -5,7 +5,7 @@ use crate::config::Config;
 use crate::data::{self, Dataset, Split, Views};
 use crate::eval::{self, Accuracy, ProbeConfig};
 use crate::features;
-use crate::model::BarlowTwins;
+use crate::methods::Model;
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
@@ -48,7 +48,7 @@ impl CheckpointArgs {
 
     /// The config (with overrides), the model in eval mode, on the chosen device. With
     /// --weights, the projector is fresh: see [`has_projector`](Self::has_projector).
-    pub fn load(&self) -> Result<(Config, BarlowTwins, Device)> {
+    pub fn load(&self) -> Result<(Config, Model, Device)> {
         match self.weights.config(&self.overrides.list())? {
             Some((file, config)) => {
                 let device = self.device(&config)?;
@@ -65,7 +65,7 @@ impl CheckpointArgs {
     }
 
     /// The model again, on `device` (fine-tuning trains it on the autodiff device).
-    pub fn model_on(&self, config: &Config, device: &Device) -> Result<BarlowTwins> {
+    pub fn model_on(&self, config: &Config, device: &Device) -> Result<Model> {
         match (&self.weights.weights, self.path()) {
             (Some(file), _) => self.weights_model(file, config, device),
             (None, Some(path)) => Ok(checkpoint::load_model(&path, device)?.1),
@@ -73,7 +73,7 @@ impl CheckpointArgs {
         }
     }
 
-    fn weights_model(&self, file: &Path, config: &Config, device: &Device) -> Result<BarlowTwins> {
+    fn weights_model(&self, file: &Path, config: &Config, device: &Device) -> Result<Model> {
         crate::weights::model_from(file, config, device, "--arch, --stem and --width")
     }
 
@@ -82,7 +82,7 @@ impl CheckpointArgs {
     }
 
     /// As [`load`](Self::load) for a run (`-k`), also giving its position; the file is read once.
-    pub fn load_with_state(&self) -> Result<(Config, BarlowTwins, Device, checkpoint::RunState)> {
+    pub fn load_with_state(&self) -> Result<(Config, Model, Device, checkpoint::RunState)> {
         let path = self.path().context("this needs a run (-k RUN)")?;
         let ckpt = checkpoint::Checkpoint::read(&path)?;
         let state = ckpt.state.clone();
@@ -95,7 +95,7 @@ impl CheckpointArgs {
 }
 
 /// Encoder features of a labeled split, with its labels.
-fn labeled_features(model: &BarlowTwins, set: &Dataset, views: &Views, device: &Device) -> Result<(Tensor<2>, Vec<u32>)> {
+fn labeled_features(model: &Model, set: &Dataset, views: &Views, device: &Device) -> Result<(Tensor<2>, Vec<u32>)> {
     let labels = set.labels().with_context(|| format!("{} has no labels to evaluate with", set.name()))?.to_vec();
     eprintln!("encoding {} images of {}", set.len(), set.name());
     Ok((features::encode(&model.backbone, set, views, device)?, labels))
@@ -288,8 +288,8 @@ pub fn export(args: &CheckpointArgs, format: &str, out: &Path) -> Result<()> {
 /// Redraws a run's `curves.png` and `correlation.png`.
 pub fn plot(run: &Path) -> Result<()> {
     let args = CheckpointArgs::run(run);
-    println!("wrote {}", crate::train::plots::curves(run)?.display());
     let (config, model, _, state) = args.load_with_state()?;
+    println!("wrote {}", crate::train::plots::curves(run, config.model.method)?.display());
     let set = data::open_train(&config.data)?;
     if let Some(sample) = crate::train::plots::sample_batch(&set, &config)? {
         println!("wrote {}", crate::train::plots::correlation(run, &model, &sample, state.epoch)?.display());

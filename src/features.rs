@@ -1,7 +1,8 @@
 //! Frozen encoder features of a whole dataset, in order, without augmentation.
 
 use crate::data::{self, Dataset, Views};
-use crate::model::{BarlowTwins, ResNet};
+use crate::methods::Model;
+use crate::model::ResNet;
 use anyhow::Result;
 use burn::tensor::{Device, Tensor, TensorData};
 
@@ -34,7 +35,7 @@ pub fn encode_crop_flip(
 }
 
 /// Projector outputs (`N×D`) instead of the encoder's features.
-pub fn project(model: &BarlowTwins, dataset: &Dataset, views: &Views, device: &Device) -> Result<Tensor<2>> {
+pub fn project(model: &Model, dataset: &Dataset, views: &Views, device: &Device) -> Result<Tensor<2>> {
     forward_batches(data::eval_batches(dataset, views, batch_size(device, views.size)), device, |x| model.project(x))
 }
 

@@ -1,18 +1,22 @@
-//! Barlow Twins: self-supervised representation learning by redundancy reduction.
+//! Self-supervised representation learning: Barlow Twins, and beside it SimCLR, MoCo v2, BYOL,
+//! SimSiam and VICReg on the same trainer.
 
 pub mod backend;
 pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod commands;
+pub mod compare;
 pub mod config;
 pub mod data;
+pub mod dist;
 pub mod eval;
 pub mod export;
 pub mod features;
 #[cfg(feature = "cubecl")]
 pub mod gpu;
 pub mod loss;
+pub mod methods;
 pub mod model;
 pub mod ops;
 pub mod optim;

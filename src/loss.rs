@@ -1,22 +1,29 @@
-//! The Barlow Twins objective: make the cross-correlation of two views' embeddings the identity.
+//! What every method's objective is made of: the loss with its logged terms, and the batch
+//! statistics and similarities the objectives share. Each objective lives with its method
+//! (`crate::methods`); Barlow Twins' is re-exported here under its old names.
 
 use burn::tensor::{Device, Int, Tensor};
 
-/// λ from the paper: the weight of the redundancy-reduction (off-diagonal) term.
-pub const LAMBDA: f64 = 0.0051;
+pub use crate::methods::barlow::{BarlowLoss, LAMBDA, barlow_loss, barlow_loss_from_c, cross_correlation};
 
 /// PyTorch's BatchNorm epsilon, used by the official code's `nn.BatchNorm1d(affine=False)`.
 pub const BN_EPS: f64 = 1e-5;
 
-/// The loss and its two terms, kept apart so that they can be logged.
+/// PyTorch's `F.normalize` epsilon: a row's norm is taken as at least this.
+pub const NORM_EPS: f64 = 1e-12;
+
+/// A method's loss, and the terms it is made of (by name, unweighted), for the log.
 #[derive(Clone, Debug)]
-pub struct BarlowLoss {
-    /// `on_diag + λ · off_diag`.
+pub struct Loss {
     pub total: Tensor<1>,
-    /// Invariance term: Σ_i (1 − C_ii)².
-    pub on_diag: Tensor<1>,
-    /// Redundancy-reduction term, before λ: Σ_{i≠j} C_ij².
-    pub off_diag: Tensor<1>,
+    pub terms: Vec<(&'static str, Tensor<1>)>,
+}
+
+impl Loss {
+    /// A loss that is logged as one number.
+    pub fn single(total: Tensor<1>) -> Loss {
+        Loss { total, terms: vec![] }
+    }
 }
 
 /// Standardises each dimension over the batch: BatchNorm with `affine=false` in training mode
@@ -26,36 +33,26 @@ pub fn standardize(z: Tensor<2>) -> Tensor<2> {
     (z - mean).div((var + BN_EPS).sqrt())
 }
 
-/// Cross-correlation C = ẑ_Aᵀ ẑ_B / N of two standardised `N×D` embeddings (`D×D`).
-///
-/// `n` is the batch size the sum is divided by: the global batch when C is later summed over
-/// workers, the local one otherwise.
-pub fn cross_correlation(z_a: Tensor<2>, z_b: Tensor<2>, n: usize) -> Tensor<2> {
-    z_a.transpose().matmul(z_b).div_scalar(n as f64)
+/// Each row scaled to unit length (`F.normalize(z, dim=1)`).
+pub fn normalize(z: Tensor<2>) -> Tensor<2> {
+    let norm = z.clone().square().sum_dim(1).sqrt().clamp_min(NORM_EPS);
+    z.div(norm)
 }
 
-/// The Barlow Twins loss of a cross-correlation matrix `c` (`D×D`).
-///
-/// The off-diagonal sum is Σ C² − Σ diag(C)², so no masked copy of C is ever built.
-pub fn barlow_loss_from_c(c: Tensor<2>, lambda: f64) -> BarlowLoss {
-    let [d, d2] = c.dims();
-    assert_eq!(d, d2, "cross-correlation must be square, got {d}×{d2}");
-    let diag = diagonal(c.clone());
-    let on_diag = (diag.clone() - 1.0).square().sum();
-    let off_diag = c.square().sum() - diag.square().sum();
-    let total = on_diag.clone() + off_diag.clone().mul_scalar(lambda);
-    BarlowLoss { total, on_diag, off_diag }
+/// Row-wise cosine similarity of two `N×D` matrices (`N×1`).
+pub fn cosine(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
+    normalize(a).mul(normalize(b)).sum_dim(1)
 }
 
-/// The Barlow Twins loss of two projector outputs `z_a`, `z_b` (`N×D`), on one worker.
-pub fn barlow_loss(z_a: Tensor<2>, z_b: Tensor<2>, lambda: f64) -> BarlowLoss {
-    let [n, _] = z_a.dims();
-    let c = cross_correlation(standardize(z_a), standardize(z_b), n);
-    barlow_loss_from_c(c, lambda)
+/// `log Σ_j exp(x_ij)` of each row (`N×1`), shifted by the row's maximum so that no exponential
+/// overflows, whatever the temperature.
+pub fn logsumexp(x: Tensor<2>) -> Tensor<2> {
+    let max = x.clone().max_dim(1).detach();
+    (x - max.clone()).exp().sum_dim(1).log() + max
 }
 
 /// The main diagonal of a square matrix, as a vector, by a strided gather of D elements.
-fn diagonal(c: Tensor<2>) -> Tensor<1> {
+pub fn diagonal(c: Tensor<2>) -> Tensor<1> {
     let [d, _] = c.dims();
     let device: Device = c.device();
     let idx = Tensor::<1, Int>::arange_step(0..(d * d) as i64, d + 1, &device);

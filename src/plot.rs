@@ -8,22 +8,40 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::path::Path;
 use std::sync::Once;
 
-/// One row of training history: step rows carry the loss terms, epoch rows may carry kNN accuracy.
+/// One row of training history: step rows carry the loss and its terms, epoch rows may carry
+/// kNN accuracy.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Record {
     pub step: usize,
     pub epoch: usize,
     pub loss: Option<f64>,
-    pub on_diag: Option<f64>,
-    pub off_diag: Option<f64>,
+    /// The method's terms by legend label (Barlow Twins: on- and off-diagonal).
+    pub terms: Vec<(String, Option<f64>)>,
     /// Percent, as the kNN monitor reports it.
     pub knn_top1: Option<f64>,
 }
 
+/// How the loss panel is labelled.
+#[derive(Clone, Debug)]
+pub struct LossLabels {
+    pub title: String,
+    /// The legend of the total.
+    pub total: String,
+    /// A log axis (for losses that stay positive).
+    pub log_scale: bool,
+}
+
+impl Default for LossLabels {
+    fn default() -> Self {
+        LossLabels { title: "Barlow Twins loss".into(), total: "loss = on + λ·off".into(), log_scale: true }
+    }
+}
+
 type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 
-const FONT: &str = "sans-serif";
-const LOSS_COLOURS: [RGBColor; 3] = [RGBColor(20, 20, 20), RGBColor(214, 39, 40), RGBColor(31, 119, 180)];
+pub(crate) const FONT: &str = "sans-serif";
+const LOSS_COLOURS: [RGBColor; 4] =
+    [RGBColor(20, 20, 20), RGBColor(214, 39, 40), RGBColor(31, 119, 180), RGBColor(148, 103, 189)];
 
 /// Plotters' `ab_glyph` backend knows no fonts until told; an embedded one keeps the pictures
 /// identical everywhere and needs no fontconfig or system fonts.
@@ -39,7 +57,7 @@ fn ensure_font() {
 
 /// Draws into an RGB buffer and encodes it with the `image` crate, so plotters needs no image
 /// encoder of its own and every failure names the file.
-fn render(out: &Path, size: (u32, u32), draw: impl FnOnce(Area) -> Result<()>) -> Result<()> {
+pub(crate) fn render(out: &Path, size: (u32, u32), draw: impl FnOnce(Area) -> Result<()>) -> Result<()> {
     ensure_font();
     let (w, h) = size;
     let mut buf = vec![255u8; w as usize * h as usize * 3];
@@ -144,20 +162,28 @@ pub fn correlation_heatmap(c: &[f32], d: usize, k: usize, title: &str, out: &Pat
     })
 }
 
-/// Loss terms against step (log scale) beside kNN top-1 accuracy against epoch.
-pub fn training_curves(records: &[Record], out: &Path) -> Result<()> {
-    type Pick = fn(&Record) -> Option<f64>;
-    let terms: [(&str, Pick); 3] = [
-        ("loss = on + λ·off", |r| r.loss),
-        ("on-diagonal (invariance)", |r| r.on_diag),
-        ("off-diagonal (redundancy)", |r| r.off_diag),
-    ];
+/// The loss and its terms against step (log scale, unless `labels` says otherwise) beside kNN
+/// top-1 accuracy against epoch.
+pub fn training_curves(records: &[Record], labels: &LossLabels, out: &Path) -> Result<()> {
+    // The terms in order of first appearance; the total first.
+    let mut names: Vec<&str> = vec![];
+    for (name, _) in records.iter().flat_map(|r| &r.terms) {
+        if !names.contains(&name.as_str()) {
+            names.push(name);
+        }
+    }
+    let value = |r: &Record, name: Option<&str>| match name {
+        None => r.loss,
+        Some(name) => r.terms.iter().find(|(n, _)| n == name).and_then(|(_, v)| *v),
+    };
     // A log axis has no place for zero or negative values, so those are skipped with NaN and inf.
-    let series: Vec<(&str, Vec<(f64, f64)>)> = terms
-        .iter()
-        .map(|&(name, pick)| {
-            let pts = records.iter().filter_map(|r| pick(r).map(|v| (r.step as f64, v)));
-            (name, pts.filter(|&(_, v)| v.is_finite() && v > 0.0).collect())
+    let keep = |v: f64| v.is_finite() && (v > 0.0 || !labels.log_scale);
+    let series: Vec<(&str, Vec<(f64, f64)>)> = std::iter::once(None)
+        .chain(names.iter().map(|n| Some(*n)))
+        .take(LOSS_COLOURS.len())
+        .map(|name| {
+            let pts = records.iter().filter_map(|r| value(r, name).map(|v| (r.step as f64, v)));
+            (name.unwrap_or(&labels.total), pts.filter(|&(_, v)| keep(v)).collect())
         })
         .collect();
     let knn: Vec<(f64, f64)> = records
@@ -169,22 +195,27 @@ pub fn training_curves(records: &[Record], out: &Path) -> Result<()> {
     render(out, (1200, 450), |root| {
         root.fill(&WHITE)?;
         let (left, right) = root.split_horizontally(620);
-        draw_losses(&left, &series)?;
+        match labels.log_scale {
+            true => draw_losses_log(&left, &labels.title, &series)?,
+            false => draw_losses_linear(&left, &labels.title, &series)?,
+        }
         draw_knn(&right, &knn)
     })
 }
 
-fn draw_losses(area: &Area, series: &[(&str, Vec<(f64, f64)>)]) -> Result<()> {
+type Series<'a> = [(&'a str, Vec<(f64, f64)>)];
+
+fn draw_losses_log(area: &Area, title: &str, series: &Series) -> Result<()> {
     let all = series.iter().flat_map(|(_, pts)| pts.iter().copied());
     let Some((x, y)) = bounds(all) else {
-        return empty_panel(area, "Barlow Twins loss", "no loss values recorded");
+        return empty_panel(area, title, "no loss values recorded");
     };
     let (x0, x1) = widen(x, 1.0);
     // Whole decades give the log axis round tick labels.
     let (lo, hi) = (y.0.log10().floor(), y.1.log10().ceil());
     let (y0, y1) = (10f64.powf(lo), 10f64.powf(hi.max(lo + 1.0)));
     let mut chart = ChartBuilder::on(area)
-        .caption("Barlow Twins loss", (FONT, 18))
+        .caption(title, (FONT, 18))
         .margin(15)
         .x_label_area_size(40)
         .y_label_area_size(60)
@@ -200,6 +231,43 @@ fn draw_losses(area: &Area, series: &[(&str, Vec<(f64, f64)>)]) -> Result<()> {
         .axis_desc_style((FONT, 14))
         .light_line_style(WHITE.mix(0.0))
         .draw()?;
+    draw_loss_series(&mut chart, series)
+}
+
+fn draw_losses_linear(area: &Area, title: &str, series: &Series) -> Result<()> {
+    let all = series.iter().flat_map(|(_, pts)| pts.iter().copied());
+    let Some((x, y)) = bounds(all) else {
+        return empty_panel(area, title, "no loss values recorded");
+    };
+    let (x0, x1) = widen(x, 1.0);
+    let pad = ((y.1 - y.0) * 0.05).max(1e-3);
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, (FONT, 18))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x0..x1, (y.0 - pad)..(y.1 + pad))?;
+    chart
+        .configure_mesh()
+        .x_desc("step")
+        .y_desc("value")
+        .x_labels(((x1 - x0).ceil() as usize + 1).clamp(2, 10))
+        .x_label_formatter(&whole)
+        .y_label_formatter(&|v| format!("{v:.2}"))
+        .label_style((FONT, 13))
+        .axis_desc_style((FONT, 14))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()?;
+    draw_loss_series(&mut chart, series)
+}
+
+fn draw_loss_series<'a, Y>(
+    chart: &mut ChartContext<'a, BitMapBackend<'a>, Cartesian2d<plotters::coord::types::RangedCoordf64, Y>>,
+    series: &Series,
+) -> Result<()>
+where
+    Y: plotters::coord::ranged1d::Ranged<ValueType = f64>,
+{
     for ((name, pts), colour) in series.iter().zip(LOSS_COLOURS) {
         if pts.is_empty() {
             continue;
@@ -273,7 +341,7 @@ fn draw_knn(area: &Area, pts: &[(f64, f64)]) -> Result<()> {
     Ok(())
 }
 
-fn empty_panel(area: &Area, title: &str, message: &str) -> Result<()> {
+pub(crate) fn empty_panel(area: &Area, title: &str, message: &str) -> Result<()> {
     let area = area.margin(15, 15, 15, 15).titled(title, (FONT, 18))?;
     let (w, h) = area.dim_in_pixel();
     let style = TextStyle::from((FONT, 16).into_font()).color(&RGBColor(110, 110, 110));
@@ -283,7 +351,7 @@ fn empty_panel(area: &Area, title: &str, message: &str) -> Result<()> {
 }
 
 /// Ranges of x and y over the points, or `None` when there are none.
-fn bounds(pts: impl Iterator<Item = (f64, f64)>) -> Option<((f64, f64), (f64, f64))> {
+pub(crate) fn bounds(pts: impl Iterator<Item = (f64, f64)>) -> Option<((f64, f64), (f64, f64))> {
     pts.fold(None, |acc, (x, y)| match acc {
         None => Some(((x, x), (y, y))),
         Some(((a, b), (c, d))) => Some(((a.min(x), b.max(x)), (c.min(y), d.max(y)))),
@@ -291,7 +359,7 @@ fn bounds(pts: impl Iterator<Item = (f64, f64)>) -> Option<((f64, f64), (f64, f6
 }
 
 /// Plotters needs a non-empty range; a single point gets `pad` either side.
-fn widen((lo, hi): (f64, f64), pad: f64) -> (f64, f64) {
+pub(crate) fn widen((lo, hi): (f64, f64), pad: f64) -> (f64, f64) {
     if hi - lo < 1e-9 { (lo - pad, hi + pad) } else { (lo, hi) }
 }
 

@@ -1,7 +1,7 @@
 //! The pictures decode as PNGs and show what they claim: the diagonal where it belongs, in the
 //! right colour, and curves that are not blank.
 
-use barlow::plot::{Record, correlation_heatmap, training_curves};
+use barlow::plot::{LossLabels, Record, correlation_heatmap, training_curves};
 use image::RgbImage;
 use std::path::{Path, PathBuf};
 
@@ -132,8 +132,7 @@ fn history() -> Vec<Record> {
             step,
             epoch: step / 100 + 1,
             loss: Some(on + 0.0051 * off),
-            on_diag: Some(on),
-            off_diag: Some(off),
+            terms: vec![("on-diagonal".into(), Some(on)), ("off-diagonal".into(), Some(off))],
             knn_top1: None,
         });
     }
@@ -152,7 +151,7 @@ fn count_colour(img: &RgbImage, rgb: [u8; 3]) -> usize {
 fn training_curves_draw_every_series() {
     let tmp = tempfile::tempdir().unwrap();
     let path = out_dir(&tmp).join("curves.png");
-    training_curves(&history(), &path).unwrap();
+    training_curves(&history(), &LossLabels::default(), &path).unwrap();
     let img = load(&path);
     assert_eq!(img.dimensions(), (1200, 450));
     let non_white = img.pixels().filter(|p| p.0.iter().any(|&c| c < 200)).count();
@@ -172,27 +171,28 @@ fn training_curves_draw_every_series() {
 fn training_curves_survive_missing_and_broken_values() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = out_dir(&tmp);
-    training_curves(&[], &dir.join("curves-empty.png")).unwrap();
+    let labels = LossLabels::default();
+    training_curves(&[], &labels, &dir.join("curves-empty.png")).unwrap();
     let mut records: Vec<Record> = history().into_iter().filter(|r| r.knn_top1.is_none()).collect();
     records[3].loss = Some(f64::NAN);
-    records[4].on_diag = Some(f64::INFINITY);
-    records[5].off_diag = Some(0.0);
+    records[4].terms[0].1 = Some(f64::INFINITY);
+    records[5].terms[1].1 = Some(0.0);
     records[6].loss = Some(-1.0);
     let path = dir.join("curves-no-knn.png");
-    training_curves(&records, &path).unwrap();
+    training_curves(&records, &labels, &path).unwrap();
     assert_eq!(load(&path).dimensions(), (1200, 450));
-    let single =
-        [Record { step: 7, epoch: 1, loss: Some(5.0), on_diag: Some(5.0), off_diag: Some(5.0), knn_top1: Some(f64::NAN) }];
-    training_curves(&single, &dir.join("curves-single.png")).unwrap();
+    let terms = vec![("on".into(), Some(5.0)), ("off".into(), Some(5.0))];
+    let single = [Record { step: 7, epoch: 1, loss: Some(5.0), terms, knn_top1: Some(f64::NAN) }];
+    training_curves(&single, &labels, &dir.join("curves-single.png")).unwrap();
     // Fractions where percent was meant still land inside the axis rather than off it.
     let fractions = [0.42, 0.61, 0.7].map(|v| Record { knn_top1: Some(v), ..Record::default() });
-    training_curves(&fractions, &dir.join("curves-fractions.png")).unwrap();
+    training_curves(&fractions, &labels, &dir.join("curves-fractions.png")).unwrap();
 }
 
 #[test]
 fn errors_name_the_file() {
     let path = Path::new("/nonexistent-dir/x.png");
-    let err = training_curves(&history(), path).unwrap_err();
+    let err = training_curves(&history(), &LossLabels::default(), path).unwrap_err();
     assert!(format!("{err:#}").contains("/nonexistent-dir/x.png"), "{err:#}");
     let err = correlation_heatmap(&identity(4, 1.0), 4, 4, "x", path).unwrap_err();
     assert!(format!("{err:#}").contains("/nonexistent-dir/x.png"), "{err:#}");

@@ -120,7 +120,7 @@ fn a_diverging_loss_stops_training_and_keeps_the_last_checkpoint() {
 fn the_log_interval_changes_neither_the_log_nor_the_weights() {
     let stats = |p: &Path| -> Vec<(usize, f64, f64, f64)> {
         metrics::read(&p.join("metrics.jsonl")).unwrap().iter()
-            .filter_map(|r| match r { Record::Step(s) => Some((s.step, s.stats.loss, s.stats.on_diag, s.stats.off_diag)), _ => None })
+            .filter_map(|r| match r { Record::Step(s) => Some((s.step, s.stats.loss, s.stats.term("on_diag").unwrap(), s.stats.term("off_diag").unwrap())), _ => None })
             .collect()
     };
     let (every, third) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());

@@ -3,7 +3,8 @@
 //! gradient are compared with the reference backend's.
 
 use crate::backend;
-use crate::model::{Arch, BarlowTwins, BarlowTwinsConfig, ResNetConfig, Stem};
+use crate::methods::Model;
+use crate::model::{Arch, BarlowTwinsConfig, ResNetConfig, Stem};
 use anyhow::{Context, Result, bail};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::store::{BurnpackStore, ModuleSnapshot};
@@ -65,13 +66,14 @@ pub struct Comparison {
 }
 
 /// The loss and gradients of one step of `model` (on an autodiff device) on two views.
-pub fn step_values(model: &BarlowTwins, y1: Tensor<4>, y2: Tensor<4>) -> StepValues {
+pub fn step_values(model: &Model, y1: Tensor<4>, y2: Tensor<4>) -> StepValues {
     let loss = model.forward(y1, y2);
     let stats = crate::train::StepStats::read(&loss);
     let grads = loss.total.backward();
     let mut collect = Collect { grads: &grads, path: vec![], out: vec![] };
     model.visit(&mut collect);
-    StepValues { loss: [stats.loss, stats.on_diag, stats.off_diag], grads: collect.out }
+    let term = |name| stats.term(name).expect("Barlow Twins' terms");
+    StepValues { loss: [stats.loss, term("on_diag"), term("off_diag")], grads: collect.out }
 }
 
 struct Collect<'a> {
@@ -143,7 +145,7 @@ pub fn check(args: &CheckArgs) -> Result<Vec<Comparison>> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     let mut view = || -> Vec<f32> { (0..shape.iter().product()).map(|_| rng.random_range(-2.0..2.0f32)).collect() };
     let views = [view(), view()];
-    let on = |device: &Device, model: &BarlowTwins| {
+    let on = |device: &Device, model: &Model| {
         let y = |v: &Vec<f32>| Tensor::<4>::from_data(TensorData::new(v.clone(), shape), device);
         step_values(model, y(&views[0]), y(&views[1]))
     };

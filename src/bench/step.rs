@@ -2,9 +2,12 @@
 //! lasts until the step time has settled (GPU kernels are compiled and autotuned on first use).
 
 use crate::backend;
-use crate::model::{Arch, BarlowTwins, BarlowTwinsConfig, ResNetConfig, Stem};
+use crate::loss::Loss;
+use crate::methods::{MethodConfig, Model};
+use crate::model::{Arch, BarlowTwinsConfig, ResNetConfig, Stem};
 use crate::ops::precision::Precision;
 use crate::optim::LarsConfig;
+use crate::train::step::Progress;
 use crate::train::{StepStats, train_step};
 use anyhow::Result;
 use burn::optim::ModuleOptimizer;
@@ -67,7 +70,8 @@ pub fn warm_up(args: &WarmupArgs, mut step: impl FnMut() -> Result<f64>) -> Resu
 
 /// A model, its optimiser and the shape of its random views, stepping on one device.
 pub struct Stepper {
-    model: Option<BarlowTwins>,
+    model: Option<Model>,
+    steps: usize,
     precision: Precision,
     optim: ModuleOptimizer,
     device: Device,
@@ -76,9 +80,10 @@ pub struct Stepper {
 
 impl Stepper {
     /// `config`'s model, seeded, on `device` (an autodiff device).
-    pub fn new(config: &BarlowTwinsConfig, lars: LarsConfig, batch: usize, size: usize, device: &Device) -> Stepper {
+    pub fn new(config: &MethodConfig, optim: ModuleOptimizer, batch: usize, size: usize, device: &Device) -> Stepper {
         device.seed(0);
-        Stepper { model: Some(config.init(device)), precision: Precision::F32, optim: lars.init(), device: device.clone(), shape: [batch, 3, size, size] }
+        let model = Some(config.init(device));
+        Stepper { model, steps: 0, precision: Precision::F32, optim, device: device.clone(), shape: [batch, 3, size, size] }
     }
 
     /// Convolutions and matrix products in `precision` from now on.
@@ -88,10 +93,13 @@ impl Stepper {
     }
 
     /// Queues one training step on fresh random views; the loss stays on the device.
-    pub fn step(&mut self) -> crate::loss::BarlowLoss {
+    pub fn step(&mut self) -> Loss {
         let view = || Tensor::<4>::random(self.shape, Distribution::Normal(0.0, 1.0), &self.device);
         let (y1, y2) = (view(), view());
-        let (next, loss) = train_step(self.model.take().expect("a model"), &mut self.optim, y1, y2, 0.1, self.precision);
+        let progress = Progress { step: self.steps, total: usize::MAX };
+        self.steps += 1;
+        let (next, loss) =
+            train_step(self.model.take().expect("a model"), &mut self.optim, y1, y2, 0.1, self.precision, progress);
         self.model = Some(next);
         loss
     }
@@ -105,7 +113,7 @@ impl Stepper {
         Ok(start.elapsed().as_secs_f64())
     }
 
-    pub fn model(&self) -> &BarlowTwins {
+    pub fn model(&self) -> &Model {
         self.model.as_ref().expect("a model")
     }
 }
@@ -163,12 +171,13 @@ pub struct StepResult {
 pub fn step(args: &StepArgs) -> Result<Vec<StepResult>> {
     let stem = if args.size <= 64 { Stem::Cifar } else { Stem::Imagenet };
     let config = BarlowTwinsConfig::new(ResNetConfig::new(args.arch).with_stem(stem).with_width(args.width))
-        .with_projector(args.projector.clone());
+        .with_projector(args.projector.clone())
+        .method();
     let mut results = vec![];
     for name in &args.backend {
         let device = backend::device(name)?.autodiff();
         let mut stepper =
-            Stepper::new(&config, LarsConfig::new(), args.batch, args.size, &device).with_precision(args.precision);
+            Stepper::new(&config, LarsConfig::new().init(), args.batch, args.size, &device).with_precision(args.precision);
         let warmup = warm_up(&args.warmup, || stepper.synced_step())?;
         report_warmup(name, &warmup);
         let start = Instant::now();
@@ -239,7 +248,8 @@ pub fn tune(args: &TuneArgs) -> Result<()> {
     }
     let (batch, size) = (config.optim.batch_size, config.data.size);
     eprintln!("tuning {name} for {:?} at N={batch}, {size}×{size}: training step", config.model.arch);
-    let mut stepper = Stepper::new(&config.model(), config.lars(), batch, size, &device.clone().autodiff());
+    let optim = config.optimizer(&config.schedule(1));
+    let mut stepper = Stepper::new(&config.model(), optim, batch, size, &device.clone().autodiff());
     let warmup = warm_up(&args.warmup, || stepper.synced_step())?;
     report_warmup(&name, &warmup);
     let eval = crate::features::batch_size(&device, size);

@@ -95,6 +95,25 @@ pub fn epoch_order(len: usize, seed: u64, epoch: usize) -> Vec<usize> {
 
 impl Loader {
     pub fn new(dataset: &Dataset, config: &DataConfig, batch: usize, seed: u64, epoch: usize) -> Result<Loader> {
+        Self::shard(dataset, config, batch, seed, epoch, 0, 1)
+    }
+
+    /// Worker `rank` of `workers`' share of each global batch of `batch` images (which they
+    /// divide): every worker shuffles alike and takes its own consecutive `batch / workers`,
+    /// so together they see exactly the batches, and views, of one process.
+    pub fn shard(
+        dataset: &Dataset,
+        config: &DataConfig,
+        batch: usize,
+        seed: u64,
+        epoch: usize,
+        rank: usize,
+        workers: usize,
+    ) -> Result<Loader> {
+        if workers == 0 || batch % workers != 0 || rank >= workers {
+            bail!("a global batch of {batch} images cannot be split evenly over {workers} workers");
+        }
+        let local = batch / workers;
         let views = Views::new(&config.views, config.size, dataset.normalize())?;
         let pool = match config.workers {
             0 => None,
@@ -105,7 +124,8 @@ impl Loader {
         let (tx, rx) = sync_channel(PREFETCH);
         let buffers = Pool::default();
         let worker = std::thread::spawn(move || {
-            for indices in order.chunks_exact(batch) {
+            for global in order.chunks_exact(batch) {
+                let indices = &global[rank * local..(rank + 1) * local];
                 let make = || make_batch(&dataset, &views, indices, seed, epoch as u64, &buffers);
                 let made = match &pool {
                     Some(pool) => pool.install(make),

@@ -1,4 +1,5 @@
-//! Barlow Twins = encoder (ResNet) + projector, trained by the loss on two views.
+//! The networks: the encoder (ResNet) and the heads on it (projector, predictor). How a method
+//! puts them together is `crate::methods`.
 
 pub mod projector;
 pub mod resnet;
@@ -6,48 +7,32 @@ pub mod resnet;
 pub use projector::{Projector, ProjectorConfig};
 pub use resnet::{Arch, ResNet, ResNetConfig, Stem};
 
-use crate::loss::{BarlowLoss, LAMBDA, barlow_loss};
+use crate::methods::{MethodConfig, Model};
 use burn::config::Config;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
+/// Barlow Twins' model: any method's [`Model`] (the name dates from when it was the only one).
+pub type BarlowTwins = Model;
+
+/// Barlow Twins: the encoder and the projector widths, and λ.
 #[derive(Config, Debug)]
 pub struct BarlowTwinsConfig {
     pub encoder: ResNetConfig,
     /// Projector widths; the last is the embedding dimension D.
     #[config(default = "vec![8192, 8192, 8192]")]
     pub projector: Vec<usize>,
-    #[config(default = "LAMBDA")]
-    pub lambda: f64,
-}
-
-#[derive(Module, Debug)]
-pub struct BarlowTwins {
-    pub backbone: ResNet,
-    pub projector: Projector,
+    #[config(default = "crate::loss::LAMBDA")]
     pub lambda: f64,
 }
 
 impl BarlowTwinsConfig {
-    pub fn init(&self, device: &Device) -> BarlowTwins {
-        // The encoder ends at the pooled features: the paper replaces `fc` by the projector.
-        let encoder = self.encoder.clone().with_num_classes(None);
-        let projector = ProjectorConfig::new(encoder.feature_dim())
-            .with_sizes(self.projector.clone())
-            .init(device);
-        BarlowTwins { backbone: encoder.init(device), projector, lambda: self.lambda }
-    }
-}
-
-impl BarlowTwins {
-    /// Projector outputs `z` (`N×D`) of one view.
-    pub fn project(&self, images: Tensor<4>) -> Tensor<2> {
-        self.projector.forward(self.backbone.forward(images))
+    pub fn method(&self) -> MethodConfig {
+        MethodConfig::barlow(self.encoder.clone(), self.projector.clone(), self.lambda)
     }
 
-    /// The loss of two views `y1`, `y2` of the same images, each `N×3×H×W`.
-    pub fn forward(&self, y1: Tensor<4>, y2: Tensor<4>) -> BarlowLoss {
-        barlow_loss(self.project(y1), self.project(y2), self.lambda)
+    pub fn init(&self, device: &Device) -> Model {
+        self.method().init(device)
     }
 }
 

@@ -120,6 +120,14 @@ fn map_rows(sh: BnShape, out: &mut [f32], f: impl Fn(usize, usize, &mut [f32]) +
 pub trait ChannelSum: Send + Sync + std::fmt::Debug {
     /// Replaces each value by its sum over all workers.
     fn sum(&self, values: &mut [f64]);
+
+    /// The same for f32 values (tensors on their way through host memory, see `dist::tensor`);
+    /// by default through [`sum`](ChannelSum::sum) in f64.
+    fn sum_f32(&self, values: &mut [f32]) {
+        let mut wide: Vec<f64> = values.iter().map(|&v| v as f64).collect();
+        self.sum(&mut wide);
+        values.iter_mut().zip(wide).for_each(|(v, w)| *v = w as f32);
+    }
 }
 
 /// Per channel, the shift and the sums Σ(x − shift), Σ(x − shift)², and the element count —

@@ -131,7 +131,9 @@ pub fn batch_norm_train<const D: usize>(
     sync: Option<ChannelSync>,
 ) -> BatchNormOutput<D> {
     if !on_fast_backend(&x) {
-        assert!(sync.is_none(), "synchronised BatchNorm runs on the CPU backend only for now");
+        if let Some(sync) = sync {
+            return crate::dist::sync_bn::batch_norm_train(x, gamma, beta, epsilon, relu, sync);
+        }
         let r = burn::tensor::module::batch_norm_train(x, gamma, beta, epsilon);
         let output = if relu { burn::tensor::activation::relu(r.output) } else { r.output };
         return BatchNormOutput { output, mean: r.mean, variance: r.variance };

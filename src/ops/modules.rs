@@ -54,16 +54,34 @@ pub fn synchronised<R>(sync: Option<ChannelSync>, f: impl FnOnce() -> R) -> R {
 /// `running ← (1 − momentum)·running + momentum·batch`, with the batch's *unbiased* variance
 /// (burn's own BatchNorm uses the biased one, which makes evaluation-mode features differ).
 pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: Tensor<D>, then_relu: bool) -> Tensor<D> {
+    normalize(bn, x, then_relu, true)
+}
+
+/// [`batch_norm`] without the affine transform, as PyTorch's `BatchNorm1d(affine=False)`: no
+/// gradient reaches γ and β, so they stay 1 and 0 (SimSiam's projector output).
+pub fn batch_norm_affine_free<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
+    normalize(bn, x, false, false)
+}
+
+fn normalize<const D: usize>(bn: &BatchNorm, x: Tensor<D>, then_relu: bool, affine: bool) -> Tensor<D> {
     let training = x.device().is_autodiff() && bn.training.is_enabled();
     if !training {
         let y = bn.forward(x);
         return if then_relu { relu(y) } else { y };
     }
     let device = x.device();
-    let count = x.shape().num_elements() / x.dims()[1];
-    let unbiased = count as f64 / (count.max(2) - 1) as f64;
     let sync = SYNC.with(|s| s.borrow().clone());
-    let result = super::batch_norm_train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon, then_relu, sync);
+    // The unbiased correction of the running variance counts every worker's values.
+    let mut count = [(x.shape().num_elements() / x.dims()[1]) as f64];
+    if let Some(sync) = &sync {
+        sync.sum(&mut count);
+    }
+    let unbiased = count[0] / (count[0].max(2.0) - 1.0);
+    let (gamma, beta) = match affine {
+        true => (bn.gamma.val(), bn.beta.val()),
+        false => (bn.gamma.val().detach(), bn.beta.val().detach()),
+    };
+    let result = super::batch_norm_train(x, gamma, beta, bn.epsilon, then_relu, sync);
     let update = |running: Tensor<1>, batch: Tensor<1>| {
         running.to_device(&device).mul_scalar(1.0 - bn.momentum).add(batch.detach().mul_scalar(bn.momentum)).detach()
     };

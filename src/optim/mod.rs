@@ -1,7 +1,9 @@
-//! Optimisation: LARS and its learning-rate schedule.
+//! Optimisation: LARS and SGD, and the learning-rate schedule.
 
 pub mod lars;
 pub mod schedule;
+pub mod sgd;
 
 pub use lars::{Lars, LarsConfig, LarsState};
-pub use schedule::Schedule;
+pub use schedule::{LrScaling, Schedule};
+pub use sgd::{Fixed, Sgd, SgdConfig};

@@ -2,9 +2,31 @@
 
 use serde::{Deserialize, Serialize};
 
+/// How the learning rate grows with the batch size (`optim.lr_scaling`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LrScaling {
+    /// × batch/256: the linear scaling rule (Goyal et al.), as every method's paper uses it.
+    #[default]
+    Linear,
+    /// × √(batch/256): SimCLR's alternative for small batches (its appendix B.1).
+    Sqrt,
+}
+
+impl LrScaling {
+    /// The factor at `batch_size`.
+    pub fn factor(self, batch_size: usize) -> f64 {
+        let ratio = batch_size as f64 / 256.0;
+        match self {
+            LrScaling::Linear => ratio,
+            LrScaling::Sqrt => ratio.sqrt(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Schedule {
-    /// batch / 256: the linear scaling rule's factor.
+    /// The batch-size factor: batch / 256 by the linear scaling rule.
     pub base: f64,
     pub warmup_steps: usize,
     pub total_steps: usize,
@@ -21,11 +43,16 @@ impl Schedule {
     /// The official schedule for `epochs` epochs of `steps_per_epoch`, `warmup_epochs` of warm-up.
     pub fn new(batch_size: usize, epochs: usize, warmup_epochs: usize, steps_per_epoch: usize) -> Self {
         Schedule {
-            base: batch_size as f64 / 256.0,
+            base: LrScaling::Linear.factor(batch_size),
             warmup_steps: warmup_epochs * steps_per_epoch,
             total_steps: epochs * steps_per_epoch,
             end_fraction: default_end(),
         }
+    }
+
+    /// The same schedule with the batch-size factor of another scaling rule.
+    pub fn with_scaling(self, scaling: LrScaling, batch_size: usize) -> Self {
+        Schedule { base: scaling.factor(batch_size), ..self }
     }
 
     /// The factor at `step` (0-based) that multiplies each group's base learning rate.

@@ -5,5 +5,5 @@ pub mod plots;
 pub mod run;
 pub mod step;
 
-pub use run::{Summary, checkpoint_path, train};
-pub use step::{StepStats, train_step};
+pub use run::{Summary, checkpoint_path, train, train_in};
+pub use step::{Progress, StepStats, train_step};

@@ -1,10 +1,12 @@
-//! The run's pictures, redrawn after every epoch: training curves and the cross-correlation C.
+//! The run's pictures, redrawn after every epoch: training curves and the cross-correlation C of
+//! the projector outputs (Barlow Twins' objective; for the other methods, a look at how
+//! redundant their embedding dimensions are).
 
 use super::metrics::{self, Record};
 use crate::config::Config;
 use crate::data::{self, Batch, Dataset};
 use crate::loss::{cross_correlation, standardize};
-use crate::model::BarlowTwins;
+use crate::methods::{Method, Model};
 use crate::plot;
 use anyhow::Result;
 use burn::module::Module;
@@ -13,8 +15,8 @@ use std::path::{Path, PathBuf};
 /// The C heatmap shows this many dimensions (its top-left block).
 const SHOWN: usize = 64;
 
-/// `curves.png` from the run's `metrics.jsonl`.
-pub fn curves(run: &Path) -> Result<PathBuf> {
+/// `curves.png` from the run's `metrics.jsonl`, labelled for `method`.
+pub fn curves(run: &Path, method: Method) -> Result<PathBuf> {
     let records: Vec<plot::Record> = metrics::read(&run.join("metrics.jsonl"))?
         .into_iter()
         .map(|r| match r {
@@ -22,21 +24,46 @@ pub fn curves(run: &Path) -> Result<PathBuf> {
                 step: s.step,
                 epoch: s.epoch,
                 loss: Some(s.stats.loss),
-                on_diag: Some(s.stats.on_diag),
-                off_diag: Some(s.stats.off_diag),
+                terms: s.stats.terms.0.into_iter().map(|(name, v)| (term_label(&name), Some(v))).collect(),
                 knn_top1: None,
             },
             Record::Epoch(e) => plot::Record { step: e.step, epoch: e.epoch, knn_top1: e.knn_top1, ..Default::default() },
         })
         .collect();
     let out = run.join("curves.png");
-    plot::training_curves(&records, &out)?;
+    plot::training_curves(&records, &loss_labels(method), &out)?;
     Ok(out)
+}
+
+/// The loss panel's title and the total's legend for `method`.
+pub fn loss_labels(method: Method) -> plot::LossLabels {
+    let total = match method {
+        Method::Barlow => "loss = on + λ·off",
+        Method::Vicreg => "loss = λ·inv + μ·var + ν·cov",
+        Method::Simclr | Method::Moco => "loss (InfoNCE)",
+        Method::Byol => "loss (2 − 2·cos, both views)",
+        Method::Simsiam => "loss (−cos)",
+    };
+    plot::LossLabels {
+        title: format!("{} loss", method.title()),
+        total: total.to_string(),
+        // SimSiam's negative cosine is below zero: no log axis for it.
+        log_scale: method != Method::Simsiam,
+    }
+}
+
+/// How a loss term is named in the legend.
+fn term_label(name: &str) -> String {
+    match name {
+        "on_diag" => "on-diagonal (invariance)".into(),
+        "off_diag" => "off-diagonal (redundancy)".into(),
+        other => other.into(),
+    }
 }
 
 /// The `D×D` cross-correlation of `batch`'s two views through `model` (BatchNorm in eval mode,
 /// so drawing it leaves the training state untouched), row-major.
-pub fn correlation_matrix(model: &BarlowTwins, batch: &Batch) -> (Vec<f32>, usize) {
+pub fn correlation_matrix(model: &Model, batch: &Batch) -> (Vec<f32>, usize) {
     let model = model.valid();
     let device = model.devices().into_iter().next().expect("a device");
     let z_a = model.project(super::run::to_tensor(&batch.view_a, batch.shape, &device));
@@ -47,11 +74,14 @@ pub fn correlation_matrix(model: &BarlowTwins, batch: &Batch) -> (Vec<f32>, usiz
 }
 
 /// `correlation.png`: the top-left block of C after `epoch` epochs.
-pub fn correlation(run: &Path, model: &BarlowTwins, batch: &Batch, epoch: usize) -> Result<PathBuf> {
+pub fn correlation(run: &Path, model: &Model, batch: &Batch, epoch: usize) -> Result<PathBuf> {
     let (c, d) = correlation_matrix(model, batch);
     let k = SHOWN.min(d);
     let out = run.join("correlation.png");
-    let title = format!("cross-correlation C after epoch {epoch} ({k}×{k} of {d}; ideal: identity)");
+    let title = match model.method() {
+        Method::Barlow => format!("cross-correlation C after epoch {epoch} ({k}×{k} of {d}; ideal: identity)"),
+        m => format!("{} projections' cross-correlation after epoch {epoch} ({k}×{k} of {d})", m.title()),
+    };
     plot::correlation_heatmap(&c, d, k, &title, &out)?;
     Ok(out)
 }

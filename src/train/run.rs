@@ -2,13 +2,13 @@
 
 use super::metrics::{EpochRecord, Metrics, StepRecord};
 use super::plots;
-use super::step::{PendingStats, StepStats, train_step};
-use crate::checkpoint::{self, Checkpoint, RunState};
+use super::step::{PendingStats, Progress, StepStats};
+use crate::checkpoint::{self, RunState};
 use crate::config::Config;
 use crate::data;
+use crate::dist::{self, Job};
 use crate::eval::{Accuracy, knn_accuracy};
-use crate::model::BarlowTwins;
-use crate::optim::Schedule;
+use crate::methods::Model;
 use crate::{backend, features};
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
@@ -33,9 +33,17 @@ pub struct Summary {
 
 /// Trains as `config` says, writing into `out`; with `resume`, continues from `out`'s checkpoint.
 pub fn train(config: &Config, out: &Path, resume: bool) -> Result<Summary> {
-    std::fs::create_dir_all(out).with_context(|| format!("creating run directory {}", out.display()))?;
+    train_in(&Job::new(std::sync::Arc::new(dist::Single), config, out)?, config, out, resume)
+}
+
+/// [`train`] as one worker of a data-parallel `job` (rank 0 writes the files and prints).
+pub fn train_in(job: &Job, config: &Config, out: &Path, resume: bool) -> Result<Summary> {
+    let writes = job.writes();
+    if writes {
+        std::fs::create_dir_all(out).with_context(|| format!("creating run directory {}", out.display()))?;
+    }
     let ckpt_path = checkpoint_path(out);
-    let device = backend::device(&config.train.backend)?.autodiff();
+    let device = backend::device(&job.backend(&config.train.backend))?.autodiff();
     device.seed(config.train.seed);
 
     let train_set = data::open_train(&config.data)?;
@@ -48,16 +56,16 @@ pub fn train(config: &Config, out: &Path, resume: bool) -> Result<Summary> {
     if steps_per_epoch == 0 {
         bail!("the dataset has {} images, fewer than one batch of {batch}", train_set.len());
     }
-    let schedule = Schedule::new(batch, config.optim.epochs, config.optim.warmup_epochs, steps_per_epoch);
+    let schedule = config.schedule(steps_per_epoch);
 
     let mut model = match resume {
         true => config.model().init(&device),
         false => crate::weights::initial_model(config, &device)?,
     };
-    let mut optim = config.lars().init();
+    let mut optim = config.optimizer(&schedule);
     let mut state = RunState { epoch: 0, step: 0, config: config.to_toml() };
     if resume {
-        let ckpt = Checkpoint::read(&ckpt_path)?;
+        let ckpt = job.read_checkpoint(&ckpt_path)?;
         let saved = Config::parse(&ckpt.state.config, &[]).context("the checkpoint's config")?;
         // The optimiser's settings may change (say, a lower learning rate after a divergence);
         // the network and its data may not.
@@ -65,36 +73,45 @@ pub fn train(config: &Config, out: &Path, resume: bool) -> Result<Summary> {
             bail!("{}: the checkpoint was made with another model, data or batch size; resume with the \
                    run's own config (saved in {})", ckpt_path.display(), out.join("config.toml").display());
         }
-        if saved.optim != config.optim {
+        if saved.optim != config.optim && writes {
             eprintln!("note: resuming with changed optimiser settings: {:?}", config.optim);
             std::fs::write(out.join("config.toml"), config.to_toml())?;
         }
         state = ckpt.state.clone();
         (model, optim) = ckpt.apply(model, optim)?;
-        eprintln!("resuming {} at epoch {} (step {})", out.display(), state.epoch, state.step);
-    } else {
+        if writes {
+            eprintln!("resuming {} at epoch {} (step {})", out.display(), state.epoch, state.step);
+        }
+    } else if writes {
         std::fs::write(out.join("config.toml"), config.to_toml())?;
     }
+    // Every worker starts from rank 0's weights (fresh or resumed).
+    model = job.share_model(model)?;
     let metrics_path = out.join("metrics.jsonl");
-    if resume {
+    if resume && writes {
         // Steps logged after the checkpoint (by a killed run) are about to be redone.
         super::metrics::truncate_after(&metrics_path, state.step)?;
     }
-    let mut metrics = Metrics::open(&metrics_path, resume)?;
+    let mut metrics = match writes {
+        true => Some(Metrics::open(&metrics_path, resume)?),
+        false => None,
+    };
     let mut knn = None;
     if !resume && let Some(m) = &monitor {
-        let started = Instant::now();
-        let acc = knn_monitor(&model, m, config)?;
-        let seconds = started.elapsed().as_secs_f64();
-        let start = if config.model.init.is_some() { "initial weights" } else { "random init" };
-        eprintln!("epoch 0 ({start}): kNN top-1 {:.2}%  top-5 {:.2}%  ({seconds:.0}s)", acc.top1, acc.top5);
-        metrics.epoch(&EpochRecord { epoch: 0, step: 0, loss: None, knn_top1: Some(acc.top1),
-            knn_top5: Some(acc.top5), seconds })?;
-        knn = Some(acc);
+        knn = job.on_writer(|| {
+            let started = Instant::now();
+            let acc = knn_monitor(&model, m, config)?;
+            let seconds = started.elapsed().as_secs_f64();
+            let start = if config.model.init.is_some() { "initial weights" } else { "random init" };
+            eprintln!("epoch 0 ({start}): kNN top-1 {:.2}%  top-5 {:.2}%  ({seconds:.0}s)", acc.top1, acc.top5);
+            log(&mut metrics, |m| m.epoch(&EpochRecord { epoch: 0, step: 0, loss: None, knn_top1: Some(acc.top1),
+                knn_top5: Some(acc.top5), seconds }))?;
+            Ok(acc)
+        })?;
     }
 
-    let sample = plots::sample_batch(&train_set, config)?;
-    if !backend::is_cpu(&device) {
+    let sample = if writes { plots::sample_batch(&train_set, config)? } else { None };
+    if !backend::is_cpu(&device) && writes {
         eprintln!(
             "{}: the first steps compile and autotune kernels for this GPU, which can take minutes on a \
              machine that has not run this config before (`barlow tune` does it ahead); kernel cache: {}",
@@ -107,18 +124,20 @@ pub fn train(config: &Config, out: &Path, resume: bool) -> Result<Summary> {
     let mut steps_here = 0;
     while state.epoch < config.optim.epochs && steps_here < max_steps {
         let epoch = state.epoch;
-        let bar = progress_bar(steps_per_epoch, epoch, config.optim.epochs);
+        let bar = if writes { progress_bar(steps_per_epoch, epoch, config.optim.epochs) } else { ProgressBar::hidden() };
         let started = Instant::now();
         let mut loss_sum = 0.0;
         // Steps run but not yet read back, tagged with their number and learning-rate factor.
         let mut pending = PendingStats::default();
         let mut last_read = Instant::now();
-        let loader = data::Loader::new(&train_set, &config.data, batch, config.train.seed, epoch)?;
+        let (rank, workers) = (job.comm.rank(), job.comm.size());
+        let loader = data::Loader::shard(&train_set, &config.data, batch, config.train.seed, epoch, rank, workers)?;
         for (i, views) in loader.enumerate() {
             let views = views?;
             let lr = schedule.factor(state.step);
             let (y1, y2) = (to_tensor(&views.view_a, views.shape, &device), to_tensor(&views.view_b, views.shape, &device));
-            let (next, loss) = train_step(model, &mut optim, y1, y2, lr, config.train.precision);
+            let progress = Progress { step: state.step, total: schedule.total_steps };
+            let (next, loss) = job.step(model, &mut optim, y1, y2, lr, config.train.precision, progress);
             model = next;
             state.step += 1;
             steps_here += 1;
@@ -134,7 +153,7 @@ pub fn train(config: &Config, out: &Path, resume: bool) -> Result<Summary> {
                 let seconds = last_read.elapsed().as_secs_f64();
                 last_read = Instant::now();
                 let images_per_s = (stats.len() * batch) as f64 / seconds;
-                if steps_here == 1 && !backend::is_cpu(&device) {
+                if steps_here == 1 && !backend::is_cpu(&device) && writes {
                     bar.suspend(|| eprintln!("first step: {seconds:.1}s"));
                 }
                 for ((step, lr_factor), stats) in stats {
@@ -146,13 +165,15 @@ pub fn train(config: &Config, out: &Path, resume: bool) -> Result<Summary> {
                             stats.loss, ckpt_path.display()
                         );
                     }
-                    last = stats;
+                    last = stats.clone();
                     loss_sum += stats.loss;
-                    metrics.step(&StepRecord { epoch, step, lr_factor, images_per_s, stats })?;
+                    log(&mut metrics, |m| m.step(&StepRecord { epoch, step, lr_factor, images_per_s, stats }))?;
                 }
+                let terms: Vec<String> = last.terms.0.iter().map(|(name, v)| format!("{name} {}", short(*v))).collect();
+                let terms = if terms.is_empty() { String::new() } else { format!(" ({})", terms.join(" ")) };
                 bar.set_message(format!(
-                    "loss {:.1} (inv {:.1} red {:.0}) lr {:.4} {images_per_s:.0} img/s",
-                    last.loss, last.on_diag, last.off_diag, lr * config.optim.lr_weights
+                    "loss {}{terms} lr {:.4} {images_per_s:.0} img/s",
+                    short(last.loss), lr * config.optim.lr_weights
                 ));
             }
             if end {
@@ -164,52 +185,75 @@ pub fn train(config: &Config, out: &Path, resume: bool) -> Result<Summary> {
             break; // a partial epoch is neither summarised nor checkpointed
         }
         state.epoch += 1;
-        let every = config.train.knn_every;
-        let acc = match &monitor {
-            Some(m) if every > 0 && (state.epoch % every == 0 || state.epoch == config.optim.epochs) => {
-                Some(knn_monitor(&model, m, config)?)
+        // The end of an epoch is rank 0's: the kNN monitor, the log, the checkpoint, pictures.
+        let acc = job.on_writer(|| {
+            let every = config.train.knn_every;
+            let acc = match &monitor {
+                Some(m) if every > 0 && (state.epoch % every == 0 || state.epoch == config.optim.epochs) => {
+                    Some(knn_monitor(&model, m, config)?)
+                }
+                _ => None,
+            };
+            let mean = loss_sum / steps_per_epoch as f64;
+            let seconds = started.elapsed().as_secs_f64();
+            log(&mut metrics, |m| m.epoch(&EpochRecord { epoch: state.epoch, step: state.step, loss: Some(mean),
+                knn_top1: acc.map(|a| a.top1), knn_top5: acc.map(|a| a.top5), seconds }))?;
+            let knn_text = acc.map(|a| format!("  kNN top-1 {:.2}% top-5 {:.2}%", a.top1, a.top5)).unwrap_or_default();
+            eprintln!(
+                "epoch {}/{}: loss {mean:.2}  {:.0} img/s  {seconds:.0}s{knn_text}",
+                state.epoch, config.optim.epochs, (steps_per_epoch * batch) as f64 / seconds
+            );
+            checkpoint::save(&ckpt_path, &state, &model, &optim)?;
+            // Pictures are for people: failing to draw them must not stop training.
+            let drawn = plots::curves(out, config.model.method).and_then(|_| match &sample {
+                Some(b) => plots::correlation(out, &model, b, state.epoch).map(|_| ()),
+                None => Ok(()),
+            });
+            if let Err(e) = drawn {
+                eprintln!("warning: could not draw the run's pictures: {e:#}");
             }
-            _ => None,
-        };
-        knn = acc.or(knn);
-        let mean = loss_sum / steps_per_epoch as f64;
-        let seconds = started.elapsed().as_secs_f64();
-        metrics.epoch(&EpochRecord { epoch: state.epoch, step: state.step, loss: Some(mean),
-            knn_top1: acc.map(|a| a.top1), knn_top5: acc.map(|a| a.top5), seconds })?;
-        let knn_text = acc.map(|a| format!("  kNN top-1 {:.2}% top-5 {:.2}%", a.top1, a.top5)).unwrap_or_default();
-        eprintln!(
-            "epoch {}/{}: loss {mean:.2}  {:.0} img/s  {seconds:.0}s{knn_text}",
-            state.epoch, config.optim.epochs, (steps_per_epoch * batch) as f64 / seconds
-        );
-        checkpoint::save(&ckpt_path, &state, &model, &optim)?;
-        // Pictures are for people: failing to draw them must not stop training.
-        let drawn = plots::curves(out).and_then(|_| match &sample {
-            Some(b) => plots::correlation(out, &model, b, state.epoch).map(|_| ()),
-            None => Ok(()),
-        });
-        if let Err(e) = drawn {
-            eprintln!("warning: could not draw the run's pictures: {e:#}");
-        }
+            Ok(acc)
+        })?;
+        knn = acc.flatten().or(knn);
+    }
+    if let Some(costs) = job.costs().filter(|_| writes) {
+        eprintln!("{costs}");
     }
     Ok(Summary { epochs: state.epoch, steps: state.step, last_loss: last.loss, knn })
 }
 
+/// Writes a record when this worker keeps the log (rank 0).
+fn log(metrics: &mut Option<Metrics>, write: impl FnOnce(&mut Metrics) -> Result<()>) -> Result<()> {
+    metrics.as_mut().map_or(Ok(()), write)
+}
+
 /// kNN accuracy of the encoder's features (eval-mode BatchNorm) on the monitor's splits.
-pub fn knn_monitor(model: &BarlowTwins, monitor: &data::Monitor, config: &Config) -> Result<Accuracy> {
+pub fn knn_monitor(model: &Model, monitor: &data::Monitor, config: &Config) -> Result<Accuracy> {
     let encoder = model.backbone.valid();
     let device = encoder.devices().into_iter().next().expect("a device");
     let views = data::Views::new(&config.data.views, config.data.size, monitor.train.normalize())?;
-    let train = features::encode(&encoder, &monitor.train, &views, &device)?;
-    let test = features::encode(&encoder, &monitor.test, &views, &device)?;
+    let limit = |set: &data::Dataset| config.train.knn_limit.map(|n| set.spread(n)).unwrap_or_else(|| set.clone());
+    let (train_set, test_set) = (limit(&monitor.train), limit(&monitor.test));
+    let train = features::encode(&encoder, &train_set, &views, &device)?;
+    let test = features::encode(&encoder, &test_set, &views, &device)?;
     Ok(knn_accuracy(
         train,
-        monitor.train.labels().context("the kNN monitor needs labels")?,
+        train_set.labels().context("the kNN monitor needs labels")?,
         test,
-        monitor.test.labels().context("the kNN monitor needs labels")?,
+        test_set.labels().context("the kNN monitor needs labels")?,
         monitor.train.num_classes(),
         config.train.knn_k,
         config.train.knn_t,
     ))
+}
+
+/// A loss value in a few characters, whatever its size.
+fn short(v: f64) -> String {
+    match v.abs() {
+        a if a >= 100.0 => format!("{v:.0}"),
+        a if a >= 1.0 => format!("{v:.2}"),
+        _ => format!("{v:.4}"),
+    }
 }
 
 pub fn to_tensor(values: &[f32], shape: [usize; 4], device: &Device) -> Tensor<4> {

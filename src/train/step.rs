@@ -1,25 +1,64 @@
-//! One optimisation step: both views forward, the loss, backward, LARS update.
+//! One optimisation step: both views forward, the method's loss, backward, the optimiser's update,
+//! then the method's own state (momentum network, queue).
 
-use crate::loss::BarlowLoss;
-use crate::model::BarlowTwins;
+use crate::loss::Loss;
+use crate::methods::Model;
 use crate::ops::precision::{Precision, autocast};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::Tensor;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// The scalars of one step, read back from the device.
-#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
+/// The scalars of one step, read back from the device: the loss and the method's terms.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct StepStats {
     pub loss: f64,
-    pub on_diag: f64,
-    pub off_diag: f64,
+    /// In the method's order; in `metrics.jsonl` each is a field of its own (Barlow Twins:
+    /// `on_diag`, `off_diag`).
+    #[serde(flatten)]
+    pub terms: Terms,
 }
 
 impl StepStats {
     /// Reads one step's scalars now, waiting for the device to compute them.
-    pub fn read(loss: &BarlowLoss) -> Self {
+    pub fn read(loss: &Loss) -> Self {
         let mut pending = PendingStats::default();
         pending.push(loss, ());
-        pending.read()[0].1
+        pending.read().remove(0).1
+    }
+
+    /// A term's value by name.
+    pub fn term(&self, name: &str) -> Option<f64> {
+        self.terms.0.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
+    }
+}
+
+/// Named values in a fixed order, written as the fields of a JSON object.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Terms(pub Vec<(String, f64)>);
+
+impl Serialize for Terms {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
+}
+
+impl<'de> Deserialize<'de> for Terms {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Terms;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("loss terms")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Terms, A::Error> {
+                let mut terms = vec![];
+                while let Some(entry) = map.next_entry::<String, f64>()? {
+                    terms.push(entry);
+                }
+                Ok(Terms(terms))
+            }
+        }
+        d.deserialize_map(Visitor)
     }
 }
 
@@ -28,19 +67,22 @@ impl StepStats {
 /// device to finish everything queued before it, so reading every step would keep the host from
 /// queueing the next step while the device works.
 pub struct PendingStats<T> {
+    names: Vec<&'static str>,
     steps: Vec<(T, Tensor<1>)>,
 }
 
 impl<T> Default for PendingStats<T> {
     fn default() -> Self {
-        PendingStats { steps: vec![] }
+        PendingStats { names: vec![], steps: vec![] }
     }
 }
 
 impl<T> PendingStats<T> {
-    pub fn push(&mut self, loss: &BarlowLoss, tag: T) {
-        let terms = [&loss.total, &loss.on_diag, &loss.off_diag].map(|t| t.clone().detach());
-        self.steps.push((tag, Tensor::cat(terms.to_vec(), 0)));
+    /// Every step pushed has the same terms (one method's).
+    pub fn push(&mut self, loss: &Loss, tag: T) {
+        self.names = loss.terms.iter().map(|(name, _)| *name).collect();
+        let terms = std::iter::once(&loss.total).chain(loss.terms.iter().map(|(_, t)| t)).map(|t| t.clone().detach());
+        self.steps.push((tag, Tensor::cat(terms.collect(), 0)));
     }
 
     pub fn len(&self) -> usize {
@@ -58,24 +100,35 @@ impl<T> PendingStats<T> {
         }
         let (tags, scalars): (Vec<T>, Vec<Tensor<1>>) = std::mem::take(&mut self.steps).into_iter().unzip();
         let values = Tensor::cat(scalars, 0).into_data().convert::<f64>().try_into_vec::<f64>().expect("f64 step scalars");
-        let stats = values.chunks_exact(3).map(|v| StepStats { loss: v[0], on_diag: v[1], off_diag: v[2] });
+        let stats = values.chunks_exact(1 + self.names.len()).map(|v| StepStats {
+            loss: v[0],
+            terms: Terms(self.names.iter().zip(&v[1..]).map(|(n, v)| (n.to_string(), *v)).collect()),
+        });
         tags.into_iter().zip(stats).collect()
     }
+}
+
+/// Where a step stands in training: its number (0-based) and the run's total.
+#[derive(Clone, Copy, Debug)]
+pub struct Progress {
+    pub step: usize,
+    pub total: usize,
 }
 
 /// Updates `model` on one batch of two views (`N×3×H×W` each, on the model's autodiff device);
 /// `lr` is the schedule's factor for this step; convolutions and matrix products run in
 /// `precision` (the weights and the optimiser stay f32).
 pub fn train_step(
-    model: BarlowTwins,
+    model: Model,
     optim: &mut ModuleOptimizer,
     y1: Tensor<4>,
     y2: Tensor<4>,
     lr: f64,
     precision: Precision,
-) -> (BarlowTwins, BarlowLoss) {
-    let loss = autocast(precision, || model.forward(y1, y2));
+    progress: Progress,
+) -> (Model, Loss) {
+    let (loss, state) = autocast(precision, || model.forward_step(y1, y2));
     let grads = GradientsParams::from_grads(loss.total.backward(), &model);
     let model = optim.step(lr, model, grads);
-    (model, loss)
+    (model.after_step(state, progress.step, progress.total), loss)
 }

@@ -3,7 +3,8 @@
 pub mod pickle;
 
 use crate::config::{Config, InitWeights};
-use crate::model::{Arch, BarlowTwins, Stem};
+use crate::methods::Model;
+use crate::model::{Arch, Stem};
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use std::path::{Path, PathBuf};
@@ -56,16 +57,16 @@ impl WeightsArgs {
     }
 }
 
-/// A model whose encoder holds the weights of `file` and whose projector is fresh (the files
+/// A model whose encoder holds the weights of `file` and whose heads are fresh (the files
 /// hold none that barlow reads), as `config.model` describes it.
 /// `hint` says where the architecture was given, for the error when the file does not fit it.
-pub fn model_from(file: &Path, config: &Config, device: &Device, hint: &str) -> Result<BarlowTwins> {
-    let mut model = config.model().init(device);
+pub fn model_from(file: &Path, config: &Config, device: &Device, hint: &str) -> Result<Model> {
+    let model = config.model().init(device);
     let m = &config.model;
     let name = |v: &dyn std::fmt::Debug| format!("{v:?}").to_lowercase();
     let what = format!("a {} with the {} stem and width {}, as {hint} say", name(&m.arch), name(&m.stem), m.width);
-    model.backbone = crate::export::import_as(model.backbone, file, &what)?;
-    Ok(model)
+    let backbone = crate::export::import_as(model.backbone.clone(), file, &what)?;
+    Ok(model.with_backbone(backbone))
 }
 
 /// What `train --init FILE` records in the run's config: the absolute path and the SHA-256.
@@ -77,7 +78,7 @@ pub fn record_init(file: &Path) -> Result<InitWeights> {
 
 /// The model a new run starts from: `config`'s, with the encoder of `model.init` when set, after
 /// checking that the file is still the one the config recorded.
-pub fn initial_model(config: &Config, device: &Device) -> Result<BarlowTwins> {
+pub fn initial_model(config: &Config, device: &Device) -> Result<Model> {
     let Some(init) = &config.model.init else { return Ok(config.model().init(device)) };
     let actual = crate::data::download::sha256(&init.path)
         .context("reading model.init, the weights this config starts from")?;

@@ -1,0 +1,173 @@
+//! The data-parallel training step: each worker forwards its shard, the loss is that of the
+//! global batch, and every worker applies the same averaged gradients, so the weights stay equal.
+
+use super::loss::{Reduce, cross_correlation};
+use super::meter::{self, Kind};
+use super::Comm;
+use crate::loss::{BarlowLoss, barlow_loss_from_c};
+use crate::methods::Objective;
+use crate::model::BarlowTwins;
+use crate::ops::ChannelSync;
+use crate::ops::modules::synchronised;
+use crate::ops::precision::{Precision, autocast};
+use anyhow::{Context, Result};
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::store::{BurnpackStore, ModuleSnapshot};
+use burn::tensor::{DType, Device, Tensor, TensorData};
+
+/// How a data-parallel step computes the global batch's loss.
+#[derive(Clone, Debug)]
+pub struct Parallel {
+    pub comm: Comm,
+    /// Encoder BatchNorm over the global batch too (the projector's always is).
+    pub sync_bn: bool,
+    pub reduce: Reduce,
+}
+
+impl Parallel {
+    pub fn new(comm: Comm, sync_bn: bool) -> Parallel {
+        Parallel { comm, sync_bn, reduce: Reduce::Differentiable }
+    }
+
+    /// What BatchNorm layers synchronise through: nothing in a one-process job, which then runs
+    /// exactly the one-process code.
+    fn sync(&self) -> Option<ChannelSync> {
+        (self.comm.size() > 1).then(|| self.comm.clone() as ChannelSync)
+    }
+
+    /// Projector outputs `z` (`n×D`) of this worker's images, BatchNorm as configured.
+    pub fn project(&self, model: &BarlowTwins, images: Tensor<4>) -> Tensor<2> {
+        let encoder_sync = if self.sync_bn { self.sync() } else { None };
+        let features = synchronised(encoder_sync, || model.backbone.forward(images));
+        synchronised(self.sync(), || model.projector.forward(features))
+    }
+
+    /// The global batch's loss and C, and the parameter gradients averaged over the workers
+    /// (the same on every worker), from this worker's two views.
+    pub fn gradients(
+        &self,
+        model: &BarlowTwins,
+        y1: Tensor<4>,
+        y2: Tensor<4>,
+        precision: Precision,
+    ) -> (BarlowLoss, Tensor<2>, GradientsParams) {
+        let (z_a, z_b) = autocast(precision, || (self.project(model, y1), self.project(model, y2)));
+        let c = cross_correlation(z_a, z_b, &self.comm, self.reduce);
+        let lambda = match model.objective {
+            Objective::Barlow { lambda } => lambda,
+            _ => unreachable!("Job::new refuses data-parallel training of other methods"),
+        };
+        let loss = barlow_loss_from_c(c.clone(), lambda);
+        let grads = GradientsParams::from_grads(loss.total.backward(), model);
+        (loss, c, average_gradients(grads, model, &self.comm))
+    }
+
+    /// [`crate::train::train_step`] for one worker of the job.
+    pub fn train_step(
+        &self,
+        model: BarlowTwins,
+        optim: &mut ModuleOptimizer,
+        y1: Tensor<4>,
+        y2: Tensor<4>,
+        lr: f64,
+        precision: Precision,
+    ) -> (BarlowTwins, BarlowLoss) {
+        let (loss, _, grads) = self.gradients(&model, y1, y2, precision);
+        let model = optim.step(lr, model, grads);
+        (model, loss)
+    }
+}
+
+/// Replaces every parameter gradient by its mean over the workers, in one all-reduce.
+///
+/// Every worker computes the same (replicated) loss, and the differentiable sums make each
+/// worker's gradient its share of the gradient of Σ_workers loss = W·loss: the sum over workers
+/// divided by W is the gradient of one process holding the global batch.
+pub fn average_gradients<M: Module>(mut grads: GradientsParams, module: &M, comm: &Comm) -> GradientsParams {
+    if comm.size() == 1 {
+        return grads;
+    }
+    let mut taken = Take { grads: &mut grads, flat: vec![], parts: vec![] };
+    module.visit(&mut taken);
+    let (mut flat, parts) = (taken.flat, taken.parts);
+    comm.all_reduce_f32(&mut flat);
+    let scale = 1.0 / comm.size() as f32;
+    let mut offset = 0;
+    for part in parts {
+        let len = part.shape.iter().product::<usize>();
+        let values: Vec<f32> = flat[offset..offset + len].iter().map(|v| v * scale).collect();
+        offset += len;
+        let data = TensorData::new(values, part.shape.clone()).convert_dtype(part.dtype);
+        part.register(&mut grads, data);
+    }
+    grads
+}
+
+/// One parameter's gradient taken out for the all-reduce.
+struct Part {
+    id: burn::module::ParamId,
+    shape: Vec<usize>,
+    dtype: DType,
+    device: Device,
+    dims: usize,
+}
+
+impl Part {
+    fn register(&self, grads: &mut GradientsParams, data: TensorData) {
+        fn put<const D: usize>(grads: &mut GradientsParams, p: &Part, data: TensorData) {
+            grads.register::<D>(p.id, Tensor::from_data(data, &p.device));
+        }
+        match self.dims {
+            1 => put::<1>(grads, self, data),
+            2 => put::<2>(grads, self, data),
+            3 => put::<3>(grads, self, data),
+            4 => put::<4>(grads, self, data),
+            d => unreachable!("a {d}-dimensional parameter"),
+        }
+    }
+}
+
+struct Take<'a> {
+    grads: &'a mut GradientsParams,
+    flat: Vec<f32>,
+    parts: Vec<Part>,
+}
+
+impl ModuleVisitor for Take<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        // BatchNorm running statistics and frozen parameters have no gradient.
+        let Some(grad) = self.grads.remove::<D>(param.id) else { return };
+        let (shape, dtype, device) = (grad.dims().to_vec(), grad.dtype(), grad.device());
+        let values = meter::time(Kind::Staging, shape.iter().product::<usize>() * 4, || {
+            grad.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 gradient values")
+        });
+        self.flat.extend_from_slice(&values);
+        self.parts.push(Part { id: param.id, shape, dtype, device, dims: D });
+    }
+}
+
+/// `module` as rank `root` has it, on every rank (weights, BatchNorm statistics and parameter
+/// ids, so that optimiser state keyed by id applies alike everywhere).
+pub fn broadcast_module<M: Module>(module: M, comm: &Comm, root: usize) -> Result<M> {
+    if comm.size() == 1 {
+        return Ok(module);
+    }
+    let mut bytes = match comm.rank() == root {
+        true => {
+            let mut store = BurnpackStore::from_bytes(None);
+            module.valid().save_into(&mut store).context("serialising the model for the broadcast")?;
+            store.get_bytes().context("serialising the model for the broadcast")?.to_vec()
+        }
+        false => vec![],
+    };
+    comm.broadcast(&mut bytes, root);
+    if comm.rank() == root {
+        return Ok(module);
+    }
+    let mut module = module;
+    let mut store = BurnpackStore::from_bytes(Some(burn::tensor::Bytes::from_bytes_vec(bytes)));
+    let result = module.load_from(&mut store).context("loading the model broadcast by rank 0")?;
+    anyhow::ensure!(result.errors.is_empty() && result.missing.is_empty(), "the model broadcast by rank 0 does not fit: {result}");
+    Ok(module)
+}

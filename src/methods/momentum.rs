@@ -1,0 +1,118 @@
+//! The momentum network of MoCo and BYOL: a copy of the encoder and projector that takes no
+//! gradient and follows the online one after every step, ξ ← τ·ξ + (1 − τ)·θ.
+//!
+//! τ goes from a base to a final value by a cosine over training (BYOL's schedule, solo-learn's
+//! `MomentumUpdater`); MoCo v2's constant m is base = final. Only parameters follow the online
+//! network — the BatchNorm running statistics are the momentum network's own, from its own
+//! forward passes, as in the references (which zip `parameters()`, not buffers).
+
+use crate::model::{Projector, ResNet};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::tensor::Tensor;
+
+/// The momentum encoder and projector (MoCo's key encoder, BYOL's target network).
+#[derive(Module, Debug)]
+pub struct Momentum {
+    pub backbone: ResNet,
+    pub projector: Projector,
+    /// τ at the first step and at the last.
+    #[module(skip)]
+    pub tau: [f64; 2],
+}
+
+impl Momentum {
+    /// A copy of the online `backbone` and `projector` (weights and running statistics) that
+    /// requires no gradient and has parameter ids of its own.
+    pub fn copy_of(backbone: &ResNet, projector: &Projector, tau: [f64; 2]) -> Momentum {
+        // `valid()` then `train()` gives tensors and running-statistics cells of its own (a
+        // plain clone would share the running statistics with the online network).
+        let fresh = |m: Momentum| m.valid().train().no_grad().map(&mut FreshIds);
+        fresh(Momentum { backbone: backbone.clone(), projector: projector.clone(), tau })
+    }
+
+    /// The momentum network's projection of `images`, with no gradient. BatchNorm runs in
+    /// training mode (batch statistics), as the references' key and target networks do.
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        self.projector.forward(self.backbone.forward(images)).detach()
+    }
+
+    /// One step towards the online network after optimisation step `step` (0-based) of `total`.
+    pub fn follow(self, backbone: &ResNet, projector: &Projector, step: usize, total: usize) -> Momentum {
+        let mut online = Floats::default();
+        backbone.visit(&mut online);
+        projector.visit(&mut online);
+        let tau = tau(self.tau, step, total);
+        let mut mapper = Follow { leaf: String::new(), online: online.values.into_iter(), tau };
+        let moved = Momentum { backbone: self.backbone.map(&mut mapper), projector: self.projector.map(&mut mapper), tau: self.tau };
+        assert!(mapper.online.next().is_none(), "the momentum network has the online network's shape");
+        moved
+    }
+}
+
+/// τ after step `k` of `total`: τ_k = τ_end − (τ_end − τ_base)·(cos(πk/K) + 1)/2 (BYOL, eq. in §3.2).
+pub fn tau([base, end]: [f64; 2], step: usize, total: usize) -> f64 {
+    let t = step.min(total) as f64 / total.max(1) as f64;
+    end - (end - base) * ((std::f64::consts::PI * t).cos() + 1.0) / 2.0
+}
+
+/// ξ ← τ·ξ + (1 − τ)·θ, as solo-learn's `MomentumUpdater.update` and MoCo's
+/// `_momentum_update_key_encoder` compute it.
+pub fn ema<const D: usize>(target: Tensor<D>, online: Tensor<D>, tau: f64) -> Tensor<D> {
+    target.mul_scalar(tau) + online.mul_scalar(1.0 - tau)
+}
+
+fn is_running_stat(leaf: &str) -> bool {
+    matches!(leaf, "running_mean" | "running_var")
+}
+
+/// The online parameters (not the running statistics), flattened, in visiting order.
+#[derive(Default)]
+struct Floats {
+    leaf: String,
+    values: Vec<Tensor<1>>,
+}
+
+impl ModuleVisitor for Floats {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.leaf = name.to_string();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if !is_running_stat(&self.leaf) {
+            self.values.push(param.val().detach().flatten(0, D - 1));
+        }
+    }
+}
+
+/// Moves each momentum parameter towards its online twin, visited in the same order.
+struct Follow {
+    leaf: String,
+    online: std::vec::IntoIter<Tensor<1>>,
+    tau: f64,
+}
+
+impl ModuleMapper for Follow {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.leaf = name.to_string();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        if is_running_stat(&self.leaf) {
+            return param;
+        }
+        let online = self.online.next().expect("the momentum network has the online network's shape");
+        let tau = self.tau;
+        param.map(|target| {
+            let shape = target.shape();
+            ema(target, online.reshape(shape), tau)
+        })
+    }
+}
+
+/// Gives every parameter a new id, so that the optimiser never mistakes one for its online twin.
+struct FreshIds;
+
+impl ModuleMapper for FreshIds {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (_, value, mapper) = param.consume();
+        Param::from_mapped_value(ParamId::new(), value, mapper)
+    }
+}

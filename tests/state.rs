@@ -1,0 +1,153 @@
+//! The methods' state beside the online network: the momentum copy (its own running statistics,
+//! the EMA step after each optimisation step), MoCo's queue, and SimSiam's fixed predictor rate.
+
+mod common;
+
+use barlow::config::Config;
+use barlow::methods::Model;
+use barlow::train::step::{Progress, train_step};
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::{Distribution, Tensor};
+use std::collections::BTreeMap;
+
+fn config(method: &str, extra: &str) -> Config {
+    let text = format!(
+        r#"
+        [data]
+        dataset = "fashion-mnist-sample"
+        views = "cifar"
+        size = 16
+        [model]
+        method = "{method}"
+        arch = "resnet18"
+        stem = "cifar"
+        width = 4
+        projector = [16, 8]
+        {extra}
+        [optim]
+        batch_size = 8
+        epochs = 1
+        warmup_epochs = 1
+        lr_weights = 0.1
+        weight_decay = 1e-4
+        "#
+    );
+    Config::parse(&text, &[]).unwrap()
+}
+
+/// Every float tensor of a module by path (parameters and running statistics).
+fn tensors<M: Module>(module: &M) -> BTreeMap<String, Vec<f32>> {
+    struct Collect(Vec<String>, BTreeMap<String, Vec<f32>>);
+    impl ModuleVisitor for Collect {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.0.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.0.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            self.1.insert(self.0.join("."), p.val().into_data().convert::<f32>().try_into_vec::<f32>().unwrap());
+        }
+    }
+    let mut c = Collect(vec![], BTreeMap::new());
+    module.valid().visit(&mut c);
+    c.1
+}
+
+fn views() -> (Tensor<4>, Tensor<4>) {
+    let device = common::device();
+    let v = || Tensor::<4>::random([8, 3, 16, 16], Distribution::Normal(0.0, 1.0), &device);
+    (v(), v())
+}
+
+fn step(model: Model, config: &Config, lr: f64, step: usize) -> Model {
+    let schedule = config.schedule(4);
+    let mut optim = config.optimizer(&schedule);
+    let (y1, y2) = views();
+    let progress = Progress { step, total: 4 };
+    train_step(model, &mut optim, y1, y2, lr, config.train.precision, progress).0
+}
+
+#[test]
+fn the_momentum_network_starts_as_a_copy_with_running_statistics_of_its_own() {
+    let config = config("byol", "");
+    let device = common::device();
+    device.seed(1);
+    let model = config.model().init(&device);
+    let (online, target) = (tensors(&model.backbone), tensors(&model.momentum.as_ref().unwrap().backbone));
+    assert_eq!(online, target, "the target starts as the online encoder");
+    // A training-mode pass of the online encoder alone moves only its own statistics.
+    let (y, _) = views();
+    let _ = model.backbone.forward(y);
+    let (online, target) = (tensors(&model.backbone), tensors(&model.momentum.as_ref().unwrap().backbone));
+    assert_ne!(online["bn1.running_mean"], target["bn1.running_mean"]);
+}
+
+#[test]
+fn after_each_step_the_target_moves_towards_the_online_network_by_tau() {
+    let config = config("byol", "ema = [0.9, 1.0]");
+    let device = common::device();
+    device.seed(2);
+    let before = config.model().init(&device);
+    let target_before = tensors(before.momentum.as_ref().unwrap());
+    let after = step(before, &config, 1.0, 0);
+    let online = tensors(&after.projector);
+    let target = tensors(after.momentum.as_ref().unwrap());
+    // τ at step 0 of 4 is the base, 0.9: ξ' = 0.9·ξ + 0.1·θ' (θ' after the optimiser's step).
+    for name in ["projector.out.weight", "projector.out.bias", "projector.hidden.0.0.weight"] {
+        let theta = &online[name.strip_prefix("projector.").unwrap()];
+        let want: Vec<f32> = target_before[name].iter().zip(theta).map(|(x, t)| 0.9 * x + (1.0 - 0.9) * t).collect();
+        let err = target[name].iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(err < 1e-6, "{name}: off the EMA step by {err}");
+        assert_ne!(target[name], target_before[name], "{name} did not move");
+    }
+    // Running statistics are the target's own (from its forward passes), not averaged in.
+    let stats = "backbone.bn1.running_var";
+    let averaged: Vec<f32> = target_before[stats].iter().zip(&tensors(&after.backbone)["bn1.running_var"])
+        .map(|(x, t)| 0.9 * x + 0.1 * t).collect();
+    assert_ne!(target[stats], averaged);
+}
+
+#[test]
+fn moco_enqueues_each_steps_keys_at_the_pointer() {
+    let config = config("moco", "queue = 24\nsymmetric = true");
+    let device = common::device();
+    device.seed(3);
+    let mut model = config.model().init(&device);
+    let queue = |m: &Model| tensors(m.queue.as_ref().unwrap())["keys"].clone();
+    let start = queue(&model);
+    assert_eq!(start.len(), 2 * 24 * 8, "one queue of 24 keys per view");
+    for s in 0..4 {
+        let before = queue(&model);
+        model = step(model, &config, 0.1, s);
+        let after = queue(&model);
+        // Step s writes rows [8s mod 24, +8) of both views' queues, and nothing else.
+        let row = |i: usize| (i / 8) % 24;
+        let ptr = (s * 8) % 24;
+        for (i, (a, b)) in after.iter().zip(&before).enumerate() {
+            let written = (ptr..ptr + 8).contains(&row(i));
+            assert_eq!(a != b, written, "step {s}, element {i} (row {})", row(i));
+        }
+        // The keys are unit vectors.
+        let norm: f32 = after[ptr * 8..ptr * 8 + 8].iter().map(|v| v * v).sum();
+        assert!((norm - 1.0).abs() < 1e-5);
+    }
+}
+
+#[test]
+fn simsiams_predictor_keeps_its_rate_while_the_schedule_is_at_zero() {
+    let config = Config::parse(&config("simsiam", "predictor = [4, 8]").to_toml(), &[
+        "optim.optimizer=\"sgd\"".into(),
+        "optim.fix_predictor_lr=true".into(),
+    ])
+    .unwrap();
+    let device = common::device();
+    device.seed(4);
+    let before = config.model().init(&device);
+    let (p0, b0) = (tensors(before.predictor.as_ref().unwrap()), tensors(&before.backbone));
+    // Factor 0: the first warm-up step. Only the fixed-rate group moves.
+    let after = step(before, &config, 0.0, 0);
+    let (p1, b1) = (tensors(after.predictor.as_ref().unwrap()), tensors(&after.backbone));
+    assert_ne!(p0["out.weight"], p1["out.weight"], "the predictor stayed put");
+    assert_eq!(b0["conv1.weight"], b1["conv1.weight"], "the encoder moved at factor 0");
+}
