@@ -153,19 +153,19 @@ fn reflect(i: isize, n: usize) -> usize {
     (if i >= n { 2 * (n - 1) - i } else { i }).clamp(0, n - 1) as usize
 }
 
-/// This thread's buffers for the blur: the kernel, a padded row, a copy of one plane and the
-/// rows each output row reads.
+/// This thread's buffers for the blur: the kernel, the rows each output row reads, and one
+/// plane blurred along the columns with room for the reflected borders of each row.
 #[derive(Default)]
 pub(crate) struct Blur {
     kernel: Vec<f32>,
     padded: Vec<f32>,
-    plane: Vec<f32>,
     starts: Vec<usize>,
 }
 
 impl Blur {
     /// Separable Gaussian blur of each `width × height` plane, in place (torchvision's
-    /// `gaussian_blur`: reflected borders, horizontal pass then vertical).
+    /// `gaussian_blur`: reflected borders; here the vertical pass first, so that it reads the
+    /// plane as it is and no copy of it is needed).
     pub fn apply(&mut self, px: &mut [f32], width: usize, height: usize, sigma: f32, kernel: usize) {
         let half = kernel / 2;
         gaussian_into(sigma, kernel, &mut self.kernel);
@@ -174,41 +174,31 @@ impl Blur {
         // The symmetric kernel's centre and one side: the sum pairs the taps at ±d.
         let side = &k[half..=half + radius];
         for plane in px.chunks_exact_mut(width * height) {
-            blur_plane(plane, width, height, side, &mut self.padded, &mut self.plane, &mut self.starts);
+            blur_plane(plane, width, height, side, &mut self.padded, &mut self.starts);
         }
     }
 }
 
 #[multiversion(targets("x86_64+avx+avx2+fma", "x86_64+sse4.1"))]
-fn blur_plane(
-    plane: &mut [f32],
-    width: usize,
-    height: usize,
-    side: &[f32],
-    padded: &mut Vec<f32>,
-    copy: &mut Vec<f32>,
-    starts: &mut Vec<usize>,
-) {
+fn blur_plane(plane: &mut [f32], width: usize, height: usize, side: &[f32], padded: &mut Vec<f32>, starts: &mut Vec<usize>) {
     let radius = side.len() - 1;
-    // Rows: each copied with its reflected borders, then a weighted sum of shifted copies.
-    padded.resize(width + 2 * radius, 0.0);
-    starts.clear();
-    starts.extend(0..=2 * radius);
-    for row in plane.chunks_exact_mut(width) {
-        padded[radius..radius + width].copy_from_slice(row);
-        for d in 0..radius {
-            padded[d] = row[reflect(d as isize - radius as isize, width)];
-            padded[radius + width + d] = row[reflect((width + d) as isize, width)];
-        }
-        symmetric_sum(row, side, padded, starts);
-    }
-    // Columns: each output row a weighted sum of whole input rows.
-    copy.clear();
-    copy.extend_from_slice(plane);
-    for (y, row) in plane.chunks_exact_mut(width).enumerate() {
+    let stride = width + 2 * radius;
+    padded.resize(stride * height, 0.0);
+    // Columns: each output row a weighted sum of whole input rows, written between its borders.
+    for (y, row) in padded.chunks_exact_mut(stride).enumerate() {
         starts.clear();
         starts.extend((0..=2 * radius).map(|t| reflect(y as isize + t as isize - radius as isize, height) * width));
-        symmetric_sum(row, side, copy, starts);
+        symmetric_sum(&mut row[radius..radius + width], side, plane, starts);
+    }
+    // Rows: each padded row's reflected borders filled in, then a weighted sum of shifted copies.
+    for (row, out) in padded.chunks_exact_mut(stride).zip(plane.chunks_exact_mut(width)) {
+        for d in 0..radius {
+            row[d] = row[radius + reflect(d as isize - radius as isize, width)];
+            row[radius + width + d] = row[radius + reflect((width + d) as isize, width)];
+        }
+        starts.clear();
+        starts.extend(0..=2 * radius);
+        symmetric_sum(out, side, row, starts);
     }
 }
 
@@ -243,7 +233,10 @@ fn symmetric_block<const B: usize>(x: usize, side: &[f32], src: &[f32], starts: 
     let r = side.len() - 1;
     let at = |t: usize| -> &[f32; B] { src[starts[t] + x..][..B].try_into().unwrap() };
     let centre = at(r);
-    let mut acc: [f32; B] = std::array::from_fn(|j| side[0] * centre[j]);
+    let mut acc = [0f32; B];
+    for j in 0..B {
+        acc[j] = side[0] * centre[j];
+    }
     for d in 1..=r {
         let (lo, hi) = (at(r - d), at(r + d));
         for j in 0..B {

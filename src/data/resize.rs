@@ -5,6 +5,7 @@ use super::colour::weighted_sum;
 use super::views::{Image, Pixels, Texel, interleave};
 use multiversion::multiversion;
 use rand::{Rng, RngExt};
+use std::collections::HashMap;
 
 /// Where RandomResizedCrop cuts: `(x, y, w, h)` covering 8–100% of the area with aspect ratio
 /// in [3/4, 4/3] (log-uniform), as torchvision; after ten misses, the largest central crop.
@@ -48,7 +49,7 @@ fn cubic(x: f64) -> f64 {
 /// Resampling weights along one axis: output `o` is the weighted sum of the `window` inputs
 /// from `first[o]`, with weights `weights[o * window..]`. Every output has the same number of
 /// weights (zeros where PIL's filter has fewer taps, which add exactly nothing), so that the
-/// loops over them have a fixed length. Kept between calls to reuse the memory.
+/// loops over them have a fixed length.
 #[derive(Default)]
 pub(crate) struct Taps {
     first: Vec<usize>,
@@ -58,7 +59,8 @@ pub(crate) struct Taps {
 
 impl Taps {
     /// For `out` samples over `len` inputs, widened when shrinking so that it antialiases as PIL.
-    fn compute(&mut self, len: usize, out: usize) {
+    fn new(len: usize, out: usize) -> Taps {
+        let mut taps = Taps::default();
         let scale = len as f64 / out as f64;
         let stretch = scale.max(1.0);
         let support = 2.0 * stretch;
@@ -68,21 +70,20 @@ impl Taps {
             let hi = ((center + support + 0.5).floor() as usize).min(len);
             (center, lo, hi)
         };
-        self.window = (0..out).map(|o| span(o).2 - span(o).1).max().unwrap_or(0);
-        self.first.clear();
-        self.weights.clear();
-        self.weights.resize(out * self.window, 0.0);
+        taps.window = (0..out).map(|o| span(o).2 - span(o).1).max().unwrap_or(0);
+        taps.weights.resize(out * taps.window, 0.0);
         for o in 0..out {
             let (center, lo, hi) = span(o);
             // Near the end the window starts earlier; the weights shift along.
-            let first = lo.min(len - self.window);
-            let ws = &mut self.weights[o * self.window + lo - first..o * self.window + hi - first];
+            let first = lo.min(len - taps.window);
+            let ws = &mut taps.weights[o * taps.window + lo - first..o * taps.window + hi - first];
             let sum: f64 = (lo..hi).map(|i| cubic((i as f64 - center + 0.5) / stretch)).sum();
             for (w, i) in ws.iter_mut().zip(lo..hi) {
                 *w = (cubic((i as f64 - center + 0.5) / stretch) / sum) as f32;
             }
-            self.first.push(first);
+            taps.first.push(first);
         }
+        taps
     }
 
     #[inline(always)]
@@ -91,15 +92,17 @@ impl Taps {
     }
 }
 
-/// This thread's resampling buffers: the weights of both axes and the horizontally resampled rows.
+/// This thread's resampling buffers: the weights of both axes for every size met so far (a
+/// dataset has few), the widened source row and the horizontally resampled rows.
 #[derive(Default)]
 pub(crate) struct Resampler {
-    tx: Taps,
-    ty: Taps,
+    taps: HashMap<(usize, usize), Taps>,
     line: Vec<[f32; 4]>,
     rows: Vec<[f32; 4]>,
-    out_line: Vec<f32>,
 }
+
+/// Enough for every crop side of images up to this size; past it the cache starts over.
+const MAX_TAPS: usize = 4096;
 
 impl Resampler {
     /// Resizes the box `(x, y, w, h)` of `src` to `out_w × out_h` into `out` (three planes),
@@ -119,15 +122,20 @@ impl Resampler {
             // Unit scale: the weights are exactly 0 and 1, so a copy gives the same values.
             return self.copy(src, (x, y, w, h), flip, out);
         }
-        self.tx.compute(w, out_w);
-        self.ty.compute(h, out_h);
+        if self.taps.len() + 2 > MAX_TAPS {
+            self.taps.clear();
+        }
+        for key in [(w, out_w), (h, out_h)] {
+            self.taps.entry(key).or_insert_with(|| Taps::new(key.0, key.1));
+        }
+        let (tx, ty) = (&self.taps[&(w, out_w)], &self.taps[&(h, out_h)]);
         self.rows.resize(h * out_w, [0.0; 4]);
         let (data, src_w, line) = (src.data(), src.width(), &mut self.line);
         match src.channels() {
-            1 => horizontal::<_, 1>(data, src_w, (x, y, w, h), &self.tx, flip, out_w, line, &mut self.rows),
-            _ => horizontal::<_, 3>(data, src_w, (x, y, w, h), &self.tx, flip, out_w, line, &mut self.rows),
+            1 => horizontal::<_, 1>(data, src_w, (x, y, w, h), tx, flip, out_w, line, &mut self.rows),
+            _ => horizontal::<_, 3>(data, src_w, (x, y, w, h), tx, flip, out_w, line, &mut self.rows),
         }
-        vertical(&self.rows[..h * out_w], &self.ty, out_w, &mut self.out_line, out);
+        vertical(&self.rows[..h * out_w], ty, out_w, line, out);
     }
 
     fn copy<P: Pixels + ?Sized>(&mut self, src: &P, (x, y, w, h): (usize, usize, usize, usize), flip: bool, out: &mut [f32]) {
@@ -203,20 +211,36 @@ fn resample_any(line: &[[f32; 4]], taps: &Taps, o: usize) -> [f32; 4] {
 }
 
 /// The vertical pass: each output row a weighted sum of the rows of four-float pixels, then
-/// clipped and split into the three planes.
+/// clipped and split into the three planes, eight pixels at a time so that the split is done
+/// with vector shuffles.
 #[multiversion(targets("x86_64+avx+avx2+fma", "x86_64+sse4.1"))]
-fn vertical(rows: &[[f32; 4]], taps: &Taps, out_w: usize, line: &mut Vec<f32>, out: &mut [f32]) {
+fn vertical(rows: &[[f32; 4]], taps: &Taps, out_w: usize, line: &mut Vec<[f32; 4]>, out: &mut [f32]) {
     let flat = rows.as_flattened();
     let plane = out.len() / 3;
-    line.resize(4 * out_w, 0.0);
+    line.resize(out_w.next_multiple_of(8), [0.0; 4]);
+    let (r, gb) = out.split_at_mut(plane);
+    let (g, b) = gb.split_at_mut(plane);
     for o in 0..plane / out_w {
         let (first, ws) = taps.get(o);
-        weighted_sum(line, ws, flat, first * 4 * out_w, 4 * out_w);
-        let (r, gb) = out.split_at_mut(plane);
-        let (g, b) = gb.split_at_mut(plane);
+        weighted_sum(&mut line.as_flattened_mut()[..4 * out_w], ws, flat, first * 4 * out_w, 4 * out_w);
         let at = o * out_w..(o + 1) * out_w;
-        for (((p, r), g), b) in line.chunks_exact(4).zip(&mut r[at.clone()]).zip(&mut g[at.clone()]).zip(&mut b[at]) {
-            (*r, *g, *b) = (p[0].clamp(0.0, 1.0), p[1].clamp(0.0, 1.0), p[2].clamp(0.0, 1.0));
+        let (r, g, b) = (&mut r[at.clone()], &mut g[at.clone()], &mut b[at]);
+        let whole = out_w / 8 * 8;
+        for (x, px) in (0..whole).step_by(8).zip(line.chunks_exact(8)) {
+            let px: &[[f32; 4]; 8] = px.try_into().unwrap();
+            let mut planes = [[0f32; 8]; 3];
+            for (j, p) in px.iter().enumerate() {
+                for c in 0..3 {
+                    planes[c][j] = p[c].clamp(0.0, 1.0);
+                }
+            }
+            r[x..x + 8].copy_from_slice(&planes[0]);
+            g[x..x + 8].copy_from_slice(&planes[1]);
+            b[x..x + 8].copy_from_slice(&planes[2]);
+        }
+        for x in whole..out_w {
+            let p = line[x];
+            (r[x], g[x], b[x]) = (p[0].clamp(0.0, 1.0), p[1].clamp(0.0, 1.0), p[2].clamp(0.0, 1.0));
         }
     }
 }
