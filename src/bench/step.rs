@@ -68,22 +68,29 @@ pub fn warm_up(args: &WarmupArgs, mut step: impl FnMut() -> Result<f64>) -> Resu
     Ok(w)
 }
 
-/// A model, its optimiser and the shape of its random views, stepping on one device.
+/// A model, its optimiser and random views, stepping on one device.
 pub struct Stepper {
     model: Option<Model>,
     steps: usize,
     precision: Precision,
     optim: ModuleOptimizer,
     device: Device,
-    shape: [usize; 4],
+    /// Drawn once: in training the views come from the loader's threads, so drawing them is not
+    /// part of a step (burn's CPU `random` is single-threaded and would cost a few percent).
+    views: Vec<(Tensor<4>, Tensor<4>)>,
 }
+
+/// Pairs of views the steps take in turn.
+const VIEW_PAIRS: usize = 2;
 
 impl Stepper {
     /// `config`'s model, seeded, on `device` (an autodiff device).
     pub fn new(config: &MethodConfig, optim: ModuleOptimizer, batch: usize, size: usize, device: &Device) -> Stepper {
         device.seed(0);
         let model = Some(config.init(device));
-        Stepper { model, steps: 0, precision: Precision::F32, optim, device: device.clone(), shape: [batch, 3, size, size] }
+        let view = || Tensor::<4>::random([batch, 3, size, size], Distribution::Normal(0.0, 1.0), device);
+        let views = (0..VIEW_PAIRS).map(|_| (view(), view())).collect();
+        Stepper { model, steps: 0, precision: Precision::F32, optim, device: device.clone(), views }
     }
 
     /// Convolutions and matrix products in `precision` from now on.
@@ -92,10 +99,9 @@ impl Stepper {
         self
     }
 
-    /// Queues one training step on fresh random views; the loss stays on the device.
+    /// Queues one training step on the next pair of random views; the loss stays on the device.
     pub fn step(&mut self) -> Loss {
-        let view = || Tensor::<4>::random(self.shape, Distribution::Normal(0.0, 1.0), &self.device);
-        let (y1, y2) = (view(), view());
+        let (y1, y2) = self.views[self.steps % VIEW_PAIRS].clone();
         let progress = Progress { step: self.steps, total: usize::MAX };
         self.steps += 1;
         let (next, loss) =

@@ -77,14 +77,15 @@ pub fn col2im(col: &[f32], s: &ConvShape, dx: &mut [f32]) {
     }
 }
 
-/// Copies one image `c×h×w` into channels-last order `h·w × c`, in cache-sized blocks.
-pub fn to_channels_last(image: &[f32], c: usize, hw: usize, out: &mut [f32]) {
+/// Copies the pixels `pixels` of one image `c×h×w` into channels-last order `h·w × c` (the
+/// other pixels of `out` are left as they are), in cache-sized blocks.
+pub fn to_channels_last(image: &[f32], c: usize, hw: usize, pixels: std::ops::Range<usize>, out: &mut [f32]) {
     const B: usize = 32;
     for c0 in (0..c).step_by(B) {
-        for p0 in (0..hw).step_by(B) {
+        for p0 in pixels.clone().step_by(B) {
             for ch in c0..(c0 + B).min(c) {
                 let src = &image[ch * hw..];
-                for p in p0..(p0 + B).min(hw) {
+                for p in p0..(p0 + B).min(pixels.end) {
                     out[p * c + ch] = src[p];
                 }
             }

@@ -298,8 +298,13 @@ pub fn weight_grad(x: &[f32], dy: &[f32], s: &ConvShape) -> Vec<f32> {
         let g = unit.images.len();
         with_scratch([cols * k, hw * s.c_in, if g == 1 { 0 } else { co * cols }], |rows, hwc, gathered| {
             let tile = unit.rows.len() * ow;
+            // Only the input rows this unit's output rows read (a tile of a large image reads a
+            // band of it).
+            let (first, last) = (unit.rows.start, unit.rows.end - 1);
+            let top = (first * s.stride[0]).saturating_sub(s.padding[0].0).min(s.h);
+            let bottom = (last * s.stride[0] + (s.kh - 1) * s.dilation[0] + 1).saturating_sub(s.padding[0].0).min(s.h);
             for (b, n) in unit.images.clone().enumerate() {
-                to_channels_last(&x[n * chw..][..chw], s.c_in, hw, hwc);
+                to_channels_last(&x[n * chw..][..chw], s.c_in, hw, top * s.w..bottom.max(top) * s.w, hwc);
                 patches(hwc, s, unit.rows.clone(), &mut rows[b * tile * k..][..tile * k]);
             }
             let dy = &dy[unit.images.start * co * p..unit.images.end * co * p];
