@@ -21,7 +21,7 @@ cd "$(dirname "$0")/.."
 dry=0 budget=540
 # The check runs after the rows: on an empty kernel cache each new shape's first step compiles for
 # about 84 s (H200, 2026-11-27), which would time the check out before anything is measured.
-stages="setup row1-cuda row1-torch row2-cuda row2-torch check-cuda row1bf-cuda row2bf-cuda train-cuda check-wgpu row1-wgpu row2-wgpu"
+stages="setup row1-cuda row1-torch row2-cuda row2-torch check-cuda tf32-torch row1bf-cuda row2bf-cuda train-cuda check-wgpu row1-wgpu row2-wgpu"
 while [ $# -gt 0 ]; do
   case $1 in
     --cpu-dry-run) dry=1; shift ;;
@@ -135,6 +135,7 @@ for s in $stages; do
   case $s in
     setup) run_stage setup 120 setup ;;
     check-*) run_stage "$s" 240 "check $b" ;;
+    tf32-torch) run_stage "$s" 120 "$python scripts/torch_tf32_check.py --json" ;;
     row1-torch) run_stage "$s" 90 "$python scripts/torch_step.py $torch1 --steps $steps --json" ;;
     row2-torch) run_stage "$s" 90 "$python scripts/torch_step.py $torch2 --steps $steps --json" ;;
     row1bf-*) run_stage "$s" $(( warm + 60 )) "bench $b \"\$row1 --precision bf16\"" ;;

@@ -27,7 +27,8 @@ def main():
     metrics = rows(sys.argv[2]) if len(sys.argv) > 2 else []
     torch = [r for r in results if r.get("framework") == "pytorch"]
     steps = [r for r in results if "s_per_step" in r and "framework" not in r]
-    checks = [r for r in results if "worst_grad_rel_err" in r]
+    checks = [r for r in results if "worst_grad_rel_err" in r and "backend" in r]
+    torch_checks = [r for r in results if r.get("framework") == "pytorch-check"]
     card = next((r["device"] for r in torch if r.get("device")), "unknown card")
     print(f"# GPU check, {datetime.date.today()}, {card}\n")
 
@@ -69,6 +70,14 @@ def main():
     for c in checks:
         print(f"| {c['backend']} ({c['stage']}) | {c['loss']:.4f} | {c['loss_rel_err']:.1e} | {c['gradients']} | "
               f"{c['worst_grad_rel_err']:.1e} ({c['worst_grad']}) | {'OK' if c['ok'] else 'FAIL'} |")
+
+    if torch_checks:
+        print("\n## PyTorch's own step under TF32 (the yardstick for barlow's CUDA \"f32\", which is TF32)\n")
+        print("| step | compared | loss rel. error | worst gradient rel. error |")
+        print("|---|---|---|---|")
+        for c in torch_checks:
+            print(f"| {c['arch']} N={c['batch']} {c['size']} px | {c['check']} vs {c['reference']} | "
+                  f"{c['loss_rel_err']:.1e} | {c['worst_grad_rel_err']:.1e} ({c['worst_grad']}) |")
 
     step_lines = [m for m in metrics if m.get("kind") == "step"]
     epochs = [m for m in metrics if m.get("kind") == "epoch"]
