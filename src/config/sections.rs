@@ -1,0 +1,219 @@
+//! The tables of a run configuration — `[data]`, `[model]`, `[optim]`, `[train]` — with their
+//! defaults.
+
+use crate::methods::Method;
+use crate::model::{Arch, Stem};
+use crate::optim::LrScaling;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub data: DataConfig,
+    pub model: ModelConfig,
+    pub optim: OptimConfig,
+    #[serde(default)]
+    pub train: TrainConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// cifar10, cifar100, stl10, mnist, fashion-mnist, fashion-mnist-sample, folder.
+    pub dataset: String,
+    /// Where the dataset lies; found or downloaded into the cache when absent.
+    #[serde(default)]
+    pub root: Option<PathBuf>,
+    /// Augmentation preset: `imagenet` (the paper's) or `cifar` (no blur).
+    pub views: String,
+    /// Side of the square crops.
+    pub size: usize,
+    /// Use only the first N training images (quick experiments).
+    #[serde(default)]
+    pub limit: Option<usize>,
+    /// Loader threads (0: all cores).
+    #[serde(default)]
+    pub workers: usize,
+}
+
+/// The encoder, and the method with its heads and settings. A method's settings that the file
+/// leaves out get the method's paper values when the config is read; settings of other methods
+/// are errors.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// barlow (the default), simclr, moco, byol, simsiam or vicreg.
+    #[serde(default)]
+    pub method: Method,
+    pub arch: Arch,
+    pub stem: Stem,
+    #[serde(default = "default_width")]
+    pub width: usize,
+    /// Projector widths (VICReg: the expander); the last is the embedding dimension D.
+    pub projector: Vec<usize>,
+    /// BYOL, SimSiam: predictor widths, the last being D again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predictor: Option<Vec<usize>>,
+    /// Barlow Twins: the weight of the off-diagonal term.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lambda: Option<f64>,
+    /// SimCLR, MoCo: the softmax temperature τ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    /// MoCo: keys in the queue (per view when symmetric); a multiple of the batch size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<usize>,
+    /// MoCo: the symmetric loss (both views as queries, one queue per view).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub symmetric: Option<bool>,
+    /// MoCo, BYOL: τ of the momentum network at the first step and at the last (cosine between).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema: Option<[f64; 2]>,
+    /// VICReg: the weights of the invariance, variance and covariance terms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invariance: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variance: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub covariance: Option<f64>,
+    /// Encoder weights a new run starts from (`train --init`); resuming reads the checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<InitWeights>,
+}
+
+/// A weights file and its SHA-256, so that a changed file is noticed rather than used.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitWeights {
+    pub path: PathBuf,
+    pub sha256: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimConfig {
+    /// lars (the default: the official code's) or sgd (PyTorch's, with momentum).
+    #[serde(default)]
+    pub optimizer: Optimizer,
+    pub batch_size: usize,
+    pub epochs: usize,
+    pub warmup_epochs: usize,
+    /// Learning rate of the weights per 256 images.
+    pub lr_weights: f64,
+    /// Learning rate of biases and BatchNorm parameters per 256 images [default: lr_weights].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr_biases: Option<f64>,
+    /// How the rates grow with the batch: linear (× batch/256) or sqrt (× √(batch/256)).
+    #[serde(default)]
+    pub lr_scaling: LrScaling,
+    /// Keep the predictor at its initial learning rate (SimSiam's `--fix-pred-lr`).
+    #[serde(default)]
+    pub fix_predictor_lr: bool,
+    pub weight_decay: f64,
+    #[serde(default = "default_momentum")]
+    pub momentum: f64,
+    /// LARS's trust coefficient η.
+    #[serde(default = "default_eta")]
+    pub eta: f64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Optimizer {
+    #[default]
+    Lars,
+    Sgd,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    #[serde(default)]
+    pub seed: u64,
+    /// Backend: auto, flex, ndarray, cpu, cuda, wgpu, tch.
+    #[serde(default = "default_backend")]
+    pub backend: String,
+    /// Run the kNN monitor every this many epochs (0: never).
+    #[serde(default = "default_knn_every")]
+    pub knn_every: usize,
+    #[serde(default = "default_knn_k")]
+    pub knn_k: usize,
+    #[serde(default = "default_knn_t")]
+    pub knn_t: f64,
+    /// The kNN monitor uses this many images of each labeled split (spread over it) [default: all].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub knn_limit: Option<usize>,
+    /// Stop after this many optimisation steps in this invocation (tests, smoke runs).
+    #[serde(default)]
+    pub max_steps: Option<usize>,
+    /// Read the loss back from the device every this many steps (and at each epoch's end), to
+    /// log it and stop on a non-finite one; in between, the device is never waited for.
+    #[serde(default = "default_log_every")]
+    pub log_every: usize,
+    /// `f32`, or `bf16`: convolutions and matrix products on bfloat16 operands (BatchNorm, the
+    /// loss, the weights and LARS stay f32). Pays off on GPUs with bf16 tensor cores; on a CPU
+    /// it is slower than f32.
+    #[serde(default)]
+    pub precision: crate::ops::precision::Precision,
+    /// Data-parallel runs (`mpirun -np W barlow train`): BatchNorm in the encoder over the
+    /// global batch (SyncBatchNorm), as the official code converts every BatchNorm; the
+    /// projector's and the loss's always are. On by default for Barlow Twins, so that W workers
+    /// compute exactly what one process with the global batch does, whatever W is; off, the
+    /// encoder normalises over each worker's shard (less communication, results depend on W).
+    #[serde(default = "default_true")]
+    pub sync_bn: bool,
+    /// Data-parallel runs: seconds a collective may wait for the other workers before this
+    /// worker gives up and ends the job (a hung rank); 0 waits for ever.
+    #[serde(default = "default_dist_timeout")]
+    pub dist_timeout: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            seed: 0,
+            backend: default_backend(),
+            knn_every: default_knn_every(),
+            knn_k: default_knn_k(),
+            knn_t: default_knn_t(),
+            knn_limit: None,
+            max_steps: None,
+            log_every: default_log_every(),
+            precision: Default::default(),
+            sync_bn: true,
+            dist_timeout: default_dist_timeout(),
+        }
+    }
+}
+
+fn default_width() -> usize {
+    64
+}
+fn default_momentum() -> f64 {
+    0.9
+}
+fn default_eta() -> f64 {
+    0.001
+}
+fn default_backend() -> String {
+    "auto".into()
+}
+fn default_knn_every() -> usize {
+    1
+}
+fn default_knn_k() -> usize {
+    200
+}
+fn default_knn_t() -> f64 {
+    0.1
+}
+fn default_log_every() -> usize {
+    10
+}
+fn default_true() -> bool {
+    true
+}
+fn default_dist_timeout() -> u64 {
+    900
+}
