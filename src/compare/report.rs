@@ -136,9 +136,37 @@ fn baseline(done: &[(Run, Outcome)]) -> Option<f64> {
     (!inits.is_empty()).then(|| inits.iter().sum::<f64>() / inits.len() as f64)
 }
 
+/// The dataset's name, or for an image folder the folder's (`folder` would say nothing; for a
+/// split folder such as `imagenette/train`, its parent's).
+fn data_name(data: &crate::config::DataConfig) -> String {
+    let Some(root) = data.root.as_deref().filter(|_| data.dataset == "folder") else {
+        return data.dataset.clone();
+    };
+    let name = |p: &std::path::Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
+    match name(root) {
+        Some(n) if ["train", "val", "test"].contains(&n.as_str()) => root.parent().and_then(name).unwrap_or(n),
+        Some(n) => n,
+        None => data.dataset.clone(),
+    }
+}
+
 fn title(done: &[(Run, Outcome)]) -> String {
     match done.first() {
-        Some((run, o)) => format!("kNN top-1 after {} epochs of {} by batch size", o.epochs, run.config.data.dataset),
+        Some((run, o)) => format!("kNN top-1 after {} epochs of {} by batch size", o.epochs, data_name(&run.config.data)),
         None => "kNN top-1 by batch size".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::data_name;
+    use crate::config::Config;
+
+    #[test]
+    fn a_folder_is_named_by_its_directory() {
+        let set = |s: &[&str]| Config::load("cifar10", &s.iter().map(|v| v.to_string()).collect::<Vec<_>>()).unwrap().data;
+        assert_eq!(data_name(&set(&["data.dataset=folder", "data.root=\"/data/imagenette/train\""])), "imagenette");
+        assert_eq!(data_name(&set(&["data.dataset=folder", "data.root=\"/data/flowers\""])), "flowers");
+        assert_eq!(data_name(&set(&["data.dataset=cifar10"])), "cifar10");
     }
 }
