@@ -1,7 +1,8 @@
 //! Data-parallel training computes exactly what one process holding the global batch computes:
 //! W workers with N/W images each against 1 worker with N images — the loss, C, the averaged
 //! gradients, and the weights after 3 LARS steps (relative error ≤ 1e-5) — and the official
-//! code's non-differentiable sum of C fails the same check.
+//! code's non-differentiable sum of C fails the same check. BYOL and SimSiam likewise (their
+//! global loss and weights), and without synchronised BatchNorm their check fails.
 //!
 //! The workers are threads here (no MPI needed); with `--features mpi` the same check also runs
 //! as `mpirun -np 2` (see `mpi_two_ranks_match_one`).
@@ -326,8 +327,86 @@ fn mpi_two_ranks_match_one() {
     assert_eq!(text.matches("2 ranks match 1 process").count(), 2, "{text}");
 }
 
-/// Only Barlow Twins is wired into data-parallel training so far: another method with several
-/// workers is refused before anything trains; with one worker it is the plain trainer.
+/// BYOL and SimSiam, whose loss is a mean over the images: 2 and 4 workers (each its shard, every
+/// BatchNorm synchronised, gradients averaged) train as one process with the global batch —
+/// the global loss of every step and every weight after 3 steps, BYOL's momentum network
+/// included. Without synchronised BatchNorm the same check fails (each shard's statistics).
+#[test]
+fn byol_and_simsiam_train_over_workers_as_one_process() {
+    use barlow::config::Config;
+    use barlow::methods::Model;
+    use barlow::train::Progress;
+    let device = common::device();
+    let small = ["model.width=4", "model.projector=[32, 16]", "model.predictor=[32, 16]"].map(String::from);
+    for preset in ["byol-cifar10", "simsiam-cifar10"] {
+        let config = Config::load(preset, &small).unwrap().model();
+        device.seed(7);
+        let initial = config.init(&device);
+        let fresh = || -> Model {
+            let mut store = BurnpackStore::from_bytes(None);
+            initial.valid().save_into(&mut store).unwrap();
+            let mut store = BurnpackStore::from_bytes(Some(store.get_bytes().unwrap()));
+            let mut model = config.init(&device);
+            model.load_from(&mut store).unwrap();
+            model
+        };
+        let run = |par: &Parallel, model: Model| -> (Vec<f64>, Vec<(String, Vec<f32>)>) {
+            let (rank, size) = (par.comm.rank(), par.comm.size());
+            let (n, mut model, mut optim) = (N / size, model, LarsConfig::new().init());
+            let mut losses = vec![];
+            for step in 0..STEPS {
+                let (y1, y2) = views(step, &device);
+                let (y1, y2) = (y1.narrow(0, rank * n, n), y2.narrow(0, rank * n, n));
+                let progress = Progress { step, total: STEPS };
+                let (next, loss) = par.mean_loss_step(model, &mut optim, y1, y2, 1.0, Precision::F32, progress);
+                losses.push(loss.total.into_scalar::<f64>());
+                model = next;
+            }
+            (losses, collect(&model.valid(), None))
+        };
+        let whole = run(&Parallel::new(Arc::new(Single), true), fresh());
+        for (size, sync_bn) in [(2, true), (4, true), (2, false)] {
+            let models: Vec<Model> = (0..size).map(|_| fresh()).collect();
+            let outcomes: Vec<_> = std::thread::scope(|scope| {
+                let handles: Vec<_> = ThreadGroup::new(size)
+                    .into_iter()
+                    .zip(models)
+                    .map(|(worker, model)| {
+                        let run = &run;
+                        let par = Parallel { comm: Arc::new(worker), sync_bn, reduce: Reduce::Differentiable };
+                        scope.spawn(move || run(&par, model))
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            for (rank, (losses, weights)) in outcomes.iter().enumerate() {
+                let mut worst = 0f64;
+                for (a, b) in losses.iter().zip(&whole.0) {
+                    worst = worst.max(((a - b) / b).abs());
+                }
+                assert_eq!(weights.len(), whole.1.len());
+                // SimSiam's predictor sees BatchNorm outputs through a Linear without bias: its
+                // BatchNorm's running mean is zero up to rounding (1e-9), compared absolutely.
+                let floored = |a: &[f32], b: &[f32]| {
+                    let rms = (b.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / b.len() as f64).sqrt();
+                    rel_err(a, b) * rms.max(1e-30) / rms.max(1e-3)
+                };
+                for ((_, a), (_, b)) in weights.iter().zip(&whole.1) {
+                    worst = worst.max(floored(a, b));
+                }
+                match sync_bn {
+                    true => assert!(worst <= TOLERANCE, "{preset}, {size} workers, rank {rank}: relative error {worst:.2e}"),
+                    false => assert!(worst > 1e-3, "{preset}: BatchNorm per process must differ ({worst:.2e})"),
+                }
+                println!("{preset}, {size} workers (sync_bn {sync_bn}), rank {rank}: largest relative error {worst:.1e}");
+            }
+        }
+    }
+}
+
+/// Only Barlow Twins, BYOL and SimSiam are wired into data-parallel training so far: another
+/// method with several workers is refused before anything trains; with one worker it is the
+/// plain trainer.
 #[test]
 fn other_methods_are_refused_with_several_workers() {
     let config = barlow::config::Config::load("simclr-cifar10", &[]).unwrap();

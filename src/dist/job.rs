@@ -8,7 +8,7 @@ use super::{Comm, prefix, watchdog};
 use crate::checkpoint::Checkpoint;
 use crate::config::Config;
 use crate::loss::Loss;
-use crate::methods::{Method, Model};
+use crate::methods::{Method, Model, Objective};
 use crate::train::Progress;
 use crate::ops::precision::Precision;
 use anyhow::{Context, Result, bail};
@@ -39,11 +39,11 @@ impl Job {
                 (batch / workers).max(1) * workers
             );
         }
-        if workers > 1 && config.model.method != Method::Barlow {
+        if workers > 1 && !matches!(config.model.method, Method::Barlow | Method::Byol | Method::Simsiam) {
             bail!(
                 "model.method = \"{}\" trains in one process only so far: data-parallel training ({workers} \
-                 processes) is implemented for Barlow Twins (model.method = \"barlow\"); the collectives the \
-                 other methods need (all-gather of negatives, synchronised BatchNorm) exist in src/dist/",
+                 processes) is implemented for Barlow Twins, BYOL and SimSiam; the other methods' losses need \
+                 the whole batch's embeddings (the all-gather exists in src/dist/, wiring it is still to do)",
                 config.model.method
             );
         }
@@ -103,10 +103,11 @@ impl Job {
     ) -> (Model, Loss) {
         let result = match self.comm.size() {
             1 => crate::train::train_step(model, optim, y1, y2, lr, precision, progress),
-            _ => {
+            _ if matches!(model.objective, Objective::Barlow { .. }) => {
                 let (model, loss) = self.par.train_step(model, optim, y1, y2, lr, precision);
                 (model, loss.into())
             }
+            _ => self.par.mean_loss_step(model, optim, y1, y2, lr, precision, progress),
         };
         let mut clock = self.clock.borrow_mut();
         match clock.as_mut() {

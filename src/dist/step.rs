@@ -4,8 +4,10 @@
 use super::loss::{Reduce, cross_correlation};
 use super::meter::{self, Kind};
 use super::Comm;
-use crate::loss::{BarlowLoss, barlow_loss_from_c};
-use crate::methods::Objective;
+use super::tensor::all_reduce_sum;
+use crate::loss::{BarlowLoss, Loss, barlow_loss_from_c};
+use crate::methods::{Model, Objective};
+use crate::train::Progress;
 use crate::model::BarlowTwins;
 use crate::ops::ChannelSync;
 use crate::ops::modules::synchronised;
@@ -76,6 +78,35 @@ impl Parallel {
         let (loss, _, grads) = self.gradients(&model, y1, y2, precision);
         let model = optim.step(lr, model, grads);
         (model, loss)
+    }
+}
+
+impl Parallel {
+    /// [`crate::train::train_step`] for one worker, for a method whose loss is the mean over the
+    /// batch of per-image terms (BYOL, SimSiam): each worker's loss is its shard's mean, and the
+    /// mean of those over the workers, whose gradient the averaged gradients are, is the global
+    /// batch's loss. With `sync_bn` every BatchNorm — encoder, heads, momentum network — runs
+    /// over the global batch (the papers' SyncBN), else each process's over its own shard. The
+    /// returned loss is the global batch's (a detached sum over the workers, for the log).
+    #[allow(clippy::too_many_arguments)]
+    pub fn mean_loss_step(
+        &self,
+        model: Model,
+        optim: &mut ModuleOptimizer,
+        y1: Tensor<4>,
+        y2: Tensor<4>,
+        lr: f64,
+        precision: Precision,
+        progress: Progress,
+    ) -> (Model, Loss) {
+        let sync = if self.sync_bn { self.sync() } else { None };
+        let (loss, state) = synchronised(sync, || autocast(precision, || model.forward_step(y1, y2)));
+        let grads = average_gradients(GradientsParams::from_grads(loss.total.backward(), &model), &model, &self.comm);
+        let model = optim.step(lr, model, grads);
+        let workers = self.comm.size() as f64;
+        let global = |t: Tensor<1>| all_reduce_sum(t.detach(), &self.comm) / workers;
+        let loss = Loss { total: global(loss.total), terms: loss.terms.into_iter().map(|(n, t)| (n, global(t))).collect() };
+        (model.after_step(state, progress.step, progress.total), loss)
     }
 }
 
