@@ -373,13 +373,21 @@ fn byol_and_simsiam_train_over_workers_as_one_process() {
                     .zip(models)
                     .map(|(worker, model)| {
                         let run = &run;
-                        let par = Parallel { comm: Arc::new(worker), sync_bn, reduce: Reduce::Differentiable };
-                        scope.spawn(move || run(&par, model))
+                        let comm: Comm = Arc::new(worker);
+                        let par = Parallel { comm: comm.clone(), sync_bn, reduce: Reduce::Differentiable };
+                        scope.spawn(move || {
+                            let outcome = run(&par, model);
+                            drop(par);
+                            (outcome, Arc::strong_count(&comm))
+                        })
                     })
                     .collect();
                 handles.into_iter().map(|h| h.join().unwrap()).collect()
             });
-            for (rank, (losses, weights)) in outcomes.iter().enumerate() {
+            for (rank, ((losses, weights), holders)) in outcomes.iter().enumerate() {
+                // Nothing keeps the communicator once training is done: autodiff nodes that no
+                // backward consumes (a momentum network's forward, if it were tracked) would.
+                assert_eq!(*holders, 1, "{preset}: the communicator is still held {} more times", holders - 1);
                 let mut worst = 0f64;
                 for (a, b) in losses.iter().zip(&whole.0) {
                     worst = worst.max(((a - b) / b).abs());

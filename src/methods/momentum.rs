@@ -43,7 +43,11 @@ impl Momentum {
         projector.visit(&mut online);
         let tau = tau(self.tau, step, total);
         let mut mapper = Follow { leaf: String::new(), online: online.values.into_iter(), tau };
-        let moved = Momentum { backbone: self.backbone.map(&mut mapper), projector: self.projector.map(&mut mapper), tau: self.tau };
+        // Mapped parameters come back tracked by autodiff: without `no_grad` every forward of the
+        // momentum network would record graph nodes that no backward ever consumes (memory that
+        // grows per step, and under MPI the communicator they hold, so MPI never finalises).
+        let (backbone, projector) = (self.backbone.map(&mut mapper).no_grad(), self.projector.map(&mut mapper).no_grad());
+        let moved = Momentum { backbone, projector, tau: self.tau };
         assert!(mapper.online.next().is_none(), "the momentum network has the online network's shape");
         moved
     }
