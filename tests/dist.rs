@@ -1,8 +1,8 @@
 //! Data-parallel training computes exactly what one process holding the global batch computes:
 //! W workers with N/W images each against 1 worker with N images — the loss, C, the averaged
 //! gradients, and the weights after 3 LARS steps (relative error ≤ 1e-5) — and the official
-//! code's non-differentiable sum of C fails the same check. BYOL and SimSiam likewise (their
-//! global loss and weights), and without synchronised BatchNorm their check fails.
+//! code's non-differentiable sum of C fails the same check. BYOL, SimSiam, SimCLR and VICReg
+//! likewise (their global loss and weights), and without synchronised BatchNorm their check fails.
 //!
 //! The workers are threads here (no MPI needed); with `--features mpi` the same check also runs
 //! as `mpirun -np 2` (see `mpi_two_ranks_match_one`).
@@ -327,18 +327,23 @@ fn mpi_two_ranks_match_one() {
     assert_eq!(text.matches("2 ranks match 1 process").count(), 2, "{text}");
 }
 
-/// BYOL and SimSiam, whose loss is a mean over the images: 2 and 4 workers (each its shard, every
-/// BatchNorm synchronised, gradients averaged) train as one process with the global batch —
-/// the global loss of every step and every weight after 3 steps, BYOL's momentum network
-/// included. Without synchronised BatchNorm the same check fails (each shard's statistics).
+/// BYOL and SimSiam, whose loss is a mean over the images, and SimCLR and VICReg, whose loss
+/// reads the gathered projections of the whole batch: 2 and 4 workers (each its shard, BatchNorm
+/// synchronised, gradients averaged) train as one process with the global batch — the global
+/// loss of every step and every weight after 3 steps, BYOL's momentum network included. Without
+/// synchronised BatchNorm the same check fails (each shard's statistics).
 #[test]
-fn byol_and_simsiam_train_over_workers_as_one_process() {
+fn the_other_methods_train_over_workers_as_one_process() {
     use barlow::config::Config;
     use barlow::methods::Model;
     use barlow::train::Progress;
     let device = common::device();
-    let small = ["model.width=4", "model.projector=[32, 16]", "model.predictor=[32, 16]"].map(String::from);
-    for preset in ["byol-cifar10", "simsiam-cifar10"] {
+    for preset in ["byol-cifar10", "simsiam-cifar10", "simclr-cifar10", "vicreg-cifar10"] {
+        let mut small = vec!["model.width=4".to_string(), "model.projector=[32, 16]".to_string()];
+        let gathered = preset.starts_with("simclr") || preset.starts_with("vicreg");
+        if !gathered {
+            small.push("model.predictor=[32, 16]".into());
+        }
         let config = Config::load(preset, &small).unwrap().model();
         device.seed(7);
         let initial = config.init(&device);
@@ -358,7 +363,10 @@ fn byol_and_simsiam_train_over_workers_as_one_process() {
                 let (y1, y2) = views(step, &device);
                 let (y1, y2) = (y1.narrow(0, rank * n, n), y2.narrow(0, rank * n, n));
                 let progress = Progress { step, total: STEPS };
-                let (next, loss) = par.mean_loss_step(model, &mut optim, y1, y2, 1.0, Precision::F32, progress);
+                let (next, loss) = match gathered {
+                    true => par.gathered_loss_step(model, &mut optim, y1, y2, 1.0, Precision::F32, progress),
+                    false => par.mean_loss_step(model, &mut optim, y1, y2, 1.0, Precision::F32, progress),
+                };
                 losses.push(loss.total.into_scalar::<f64>());
                 model = next;
             }
@@ -412,16 +420,15 @@ fn byol_and_simsiam_train_over_workers_as_one_process() {
     }
 }
 
-/// Only Barlow Twins, BYOL and SimSiam are wired into data-parallel training so far: another
-/// method with several workers is refused before anything trains; with one worker it is the
-/// plain trainer.
+/// MoCo is not wired into data-parallel training yet: with several workers it is refused before
+/// anything trains; with one worker it is the plain trainer.
 #[test]
 fn other_methods_are_refused_with_several_workers() {
-    let config = barlow::config::Config::load("simclr-cifar10", &[]).unwrap();
+    let config = barlow::config::Config::load("moco-cifar10", &[]).unwrap();
     let out = std::env::temp_dir().join("barlow-dist-refusal");
     let two: barlow::dist::Comm = std::sync::Arc::new(barlow::dist::ThreadGroup::new(2).remove(0));
-    let err = barlow::dist::Job::new(two, &config, &out).err().expect("simclr over 2 workers must be refused");
+    let err = barlow::dist::Job::new(two, &config, &out).err().expect("moco over 2 workers must be refused");
     assert!(format!("{err:#}").contains("one process only"), "{err:#}");
     let one: barlow::dist::Comm = std::sync::Arc::new(barlow::dist::Single);
-    barlow::dist::Job::new(one, &config, &out).expect("simclr in one process");
+    barlow::dist::Job::new(one, &config, &out).expect("moco in one process");
 }

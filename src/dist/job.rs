@@ -39,12 +39,11 @@ impl Job {
                 (batch / workers).max(1) * workers
             );
         }
-        if workers > 1 && !matches!(config.model.method, Method::Barlow | Method::Byol | Method::Simsiam) {
+        if workers > 1 && config.model.method == Method::Moco {
             bail!(
-                "model.method = \"{}\" trains in one process only so far: data-parallel training ({workers} \
-                 processes) is implemented for Barlow Twins, BYOL and SimSiam; the other methods' losses need \
-                 the whole batch's embeddings (the all-gather exists in src/dist/, wiring it is still to do)",
-                config.model.method
+                "model.method = \"moco\" trains in one process only so far: data-parallel training ({workers} \
+                 processes) covers Barlow Twins, SimCLR, BYOL, SimSiam and VICReg; MoCo's queue and shuffled \
+                 BatchNorm over processes are still to do"
             );
         }
         if workers > 1 {
@@ -106,6 +105,9 @@ impl Job {
             _ if matches!(model.objective, Objective::Barlow { .. }) => {
                 let (model, loss) = self.par.train_step(model, optim, y1, y2, lr, precision);
                 (model, loss.into())
+            }
+            _ if matches!(model.objective, Objective::Simclr { .. } | Objective::Vicreg(_)) => {
+                self.par.gathered_loss_step(model, optim, y1, y2, lr, precision, progress)
             }
             _ => self.par.mean_loss_step(model, optim, y1, y2, lr, precision, progress),
         };

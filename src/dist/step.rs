@@ -4,7 +4,7 @@
 use super::loss::{Reduce, cross_correlation};
 use super::meter::{self, Kind};
 use super::Comm;
-use super::tensor::all_reduce_sum;
+use super::tensor::{all_gather, all_reduce_sum};
 use crate::loss::{BarlowLoss, Loss, barlow_loss_from_c};
 use crate::methods::{Model, Objective};
 use crate::train::Progress;
@@ -106,6 +106,33 @@ impl Parallel {
         let workers = self.comm.size() as f64;
         let global = |t: Tensor<1>| all_reduce_sum(t.detach(), &self.comm) / workers;
         let loss = Loss { total: global(loss.total), terms: loss.terms.into_iter().map(|(n, t)| (n, global(t))).collect() };
+        (model.after_step(state, progress.step, progress.total), loss)
+    }
+}
+
+impl Parallel {
+    /// [`crate::train::train_step`] for one worker, for a method whose loss reads only the two
+    /// views' projections of the whole batch (SimCLR's negatives, VICReg's variance and
+    /// covariance): every worker gathers all projections and computes the global batch's loss,
+    /// whose gathering passes each worker its rows' share of the gradient, summed over the
+    /// workers — as for Barlow Twins' C. BatchNorm as in [`Parallel::project`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn gathered_loss_step(
+        &self,
+        model: Model,
+        optim: &mut ModuleOptimizer,
+        y1: Tensor<4>,
+        y2: Tensor<4>,
+        lr: f64,
+        precision: Precision,
+        progress: Progress,
+    ) -> (Model, Loss) {
+        let (z_a, z_b) = autocast(precision, || (self.project(&model, y1), self.project(&model, y2)));
+        let (z_a, z_b) = (all_gather(z_a, &self.comm), all_gather(z_b, &self.comm));
+        let loss = model.loss_of_projections(z_a, z_b).expect("a method whose loss reads only the projections");
+        let grads = average_gradients(GradientsParams::from_grads(loss.total.backward(), &model), &model, &self.comm);
+        let model = optim.step(lr, model, grads);
+        let state = crate::methods::StepState::none();
         (model.after_step(state, progress.step, progress.total), loss)
     }
 }

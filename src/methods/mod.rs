@@ -249,6 +249,13 @@ pub struct StepState {
     keys: Option<Tensor<3>>,
 }
 
+impl StepState {
+    /// A step of a method without such state.
+    pub fn none() -> StepState {
+        StepState { keys: None }
+    }
+}
+
 impl Model {
     pub fn method(&self) -> Method {
         self.objective.method()
@@ -270,6 +277,17 @@ impl Model {
     /// The loss of two views `y1`, `y2` of the same images, each `N×3×H×W`.
     pub fn forward(&self, y1: Tensor<4>, y2: Tensor<4>) -> Loss {
         self.forward_step(y1, y2).0
+    }
+
+    /// The loss of the views' projections (`N×D` each) for a method whose loss reads nothing
+    /// else (SimCLR, VICReg; Barlow Twins has its own data-parallel path): what data-parallel
+    /// training computes on every process's projections gathered. `None` for the others.
+    pub fn loss_of_projections(&self, z_a: Tensor<2>, z_b: Tensor<2>) -> Option<Loss> {
+        match &self.objective {
+            Objective::Simclr { temperature } => Some(Loss::single(simclr::nt_xent(z_a, z_b, *temperature))),
+            Objective::Vicreg(weights) => Some(vicreg::vicreg_loss(z_a, z_b, *weights)),
+            _ => None,
+        }
     }
 
     /// The loss of two views, and what the step leaves for [`after_step`](Self::after_step).
