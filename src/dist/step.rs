@@ -58,7 +58,7 @@ impl Parallel {
         let c = cross_correlation(z_a, z_b, &self.comm, self.reduce);
         let lambda = match model.objective {
             Objective::Barlow { lambda } => lambda,
-            _ => unreachable!("Job::new refuses data-parallel training of other methods"),
+            _ => unreachable!("Job::step sends only Barlow Twins here; the other methods have their own steps"),
         };
         let loss = barlow_loss_from_c(c.clone(), lambda);
         let grads = GradientsParams::from_grads(loss.total.backward(), model);
