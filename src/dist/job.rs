@@ -8,7 +8,7 @@ use super::{Comm, prefix, watchdog};
 use crate::checkpoint::Checkpoint;
 use crate::config::Config;
 use crate::loss::Loss;
-use crate::methods::{Method, Model, Objective};
+use crate::methods::{Method, Model};
 use crate::train::Progress;
 use crate::ops::precision::Precision;
 use anyhow::{Context, Result, bail};
@@ -102,14 +102,7 @@ impl Job {
     ) -> (Model, Loss) {
         let result = match self.comm.size() {
             1 => crate::train::train_step(model, optim, y1, y2, lr, precision, progress),
-            _ if matches!(model.objective, Objective::Barlow { .. }) => {
-                let (model, loss) = self.par.train_step(model, optim, y1, y2, lr, precision);
-                (model, loss.into())
-            }
-            _ if matches!(model.objective, Objective::Simclr { .. } | Objective::Vicreg(_)) => {
-                self.par.gathered_loss_step(model, optim, y1, y2, lr, precision, progress)
-            }
-            _ => self.par.mean_loss_step(model, optim, y1, y2, lr, precision, progress),
+            _ => self.par.train_step(model, optim, y1, y2, lr, precision, progress),
         };
         let mut clock = self.clock.borrow_mut();
         match clock.as_mut() {

@@ -6,7 +6,7 @@ use super::meter::{self, Kind};
 use super::Comm;
 use super::tensor::{all_gather, all_reduce_sum};
 use crate::loss::{BarlowLoss, Loss, barlow_loss_from_c};
-use crate::methods::{Model, Objective};
+use crate::methods::{Model, Objective, StepState};
 use crate::train::Progress;
 use crate::model::BarlowTwins;
 use crate::ops::ChannelSync;
@@ -45,8 +45,15 @@ impl Parallel {
         synchronised(self.sync(), || model.projector.forward(features))
     }
 
-    /// The global batch's loss and C, and the parameter gradients averaged over the workers
-    /// (the same on every worker), from this worker's two views.
+    /// Barlow Twins' loss and C of the global batch, from this worker's two views.
+    fn barlow(&self, model: &BarlowTwins, y1: Tensor<4>, y2: Tensor<4>, precision: Precision, lambda: f64) -> (BarlowLoss, Tensor<2>) {
+        let (z_a, z_b) = autocast(precision, || (self.project(model, y1), self.project(model, y2)));
+        let c = cross_correlation(z_a, z_b, &self.comm, self.reduce);
+        (barlow_loss_from_c(c.clone(), lambda), c)
+    }
+
+    /// The global batch's Barlow Twins loss and C, and the parameter gradients averaged over the
+    /// workers (the same on every worker), from this worker's two views.
     pub fn gradients(
         &self,
         model: &BarlowTwins,
@@ -54,43 +61,27 @@ impl Parallel {
         y2: Tensor<4>,
         precision: Precision,
     ) -> (BarlowLoss, Tensor<2>, GradientsParams) {
-        let (z_a, z_b) = autocast(precision, || (self.project(model, y1), self.project(model, y2)));
-        let c = cross_correlation(z_a, z_b, &self.comm, self.reduce);
-        let lambda = match model.objective {
-            Objective::Barlow { lambda } => lambda,
-            _ => unreachable!("Job::step sends only Barlow Twins here; the other methods have their own steps"),
-        };
-        let loss = barlow_loss_from_c(c.clone(), lambda);
+        let Objective::Barlow { lambda } = model.objective else { panic!("Barlow Twins' gradients of a {} model", model.method()) };
+        let (loss, c) = self.barlow(model, y1, y2, precision, lambda);
         let grads = GradientsParams::from_grads(loss.total.backward(), model);
         (loss, c, average_gradients(grads, model, &self.comm))
     }
 
-    /// [`crate::train::train_step`] for one worker of the job.
+    /// [`crate::train::train_step`] for one worker of the job. Each method's loss is one whose
+    /// gradient, averaged over the workers, is the global batch's:
+    /// - Barlow Twins: C summed over the workers (see [`cross_correlation`]);
+    /// - SimCLR, VICReg: every worker gathers all projections and computes the global batch's
+    ///   loss (SimCLR's negatives, VICReg's variance and covariance); the gather's backward sums
+    ///   the gradient over the workers, as the sum of C does;
+    /// - BYOL, SimSiam, whose loss is a mean over the images: each worker's shard mean; with
+    ///   `sync_bn` every BatchNorm (encoder, heads, momentum network) runs over the global batch
+    ///   (the papers' SyncBN), else over each shard. The returned loss is the global mean (a
+    ///   detached sum over the workers, for the log).
+    ///
+    /// BatchNorm elsewhere as in [`Parallel::project`]. MoCo is refused by [`super::Job::new`].
+    #[allow(clippy::too_many_arguments)]
     pub fn train_step(
         &self,
-        model: BarlowTwins,
-        optim: &mut ModuleOptimizer,
-        y1: Tensor<4>,
-        y2: Tensor<4>,
-        lr: f64,
-        precision: Precision,
-    ) -> (BarlowTwins, BarlowLoss) {
-        let (loss, _, grads) = self.gradients(&model, y1, y2, precision);
-        let model = optim.step(lr, model, grads);
-        (model, loss)
-    }
-}
-
-impl Parallel {
-    /// [`crate::train::train_step`] for one worker, for a method whose loss is the mean over the
-    /// batch of per-image terms (BYOL, SimSiam): each worker's loss is its shard's mean, and the
-    /// mean of those over the workers, whose gradient the averaged gradients are, is the global
-    /// batch's loss. With `sync_bn` every BatchNorm — encoder, heads, momentum network — runs
-    /// over the global batch (the papers' SyncBN), else each process's over its own shard. The
-    /// returned loss is the global batch's (a detached sum over the workers, for the log).
-    #[allow(clippy::too_many_arguments)]
-    pub fn mean_loss_step(
-        &self,
         model: Model,
         optim: &mut ModuleOptimizer,
         y1: Tensor<4>,
@@ -99,40 +90,30 @@ impl Parallel {
         precision: Precision,
         progress: Progress,
     ) -> (Model, Loss) {
-        let sync = if self.sync_bn { self.sync() } else { None };
-        let (loss, state) = synchronised(sync, || autocast(precision, || model.forward_step(y1, y2)));
+        let shard_mean = matches!(model.objective, Objective::Byol | Objective::Simsiam);
+        let (loss, state) = match model.objective {
+            Objective::Barlow { lambda } => (self.barlow(&model, y1, y2, precision, lambda).0.into(), StepState::none()),
+            Objective::Simclr { .. } | Objective::Vicreg(_) => {
+                let (z_a, z_b) = autocast(precision, || (self.project(&model, y1), self.project(&model, y2)));
+                let (z_a, z_b) = (all_gather(z_a, &self.comm), all_gather(z_b, &self.comm));
+                (model.loss_of_projections(z_a, z_b).expect("SimCLR's and VICReg's loss"), StepState::none())
+            }
+            Objective::Byol | Objective::Simsiam => {
+                let sync = if self.sync_bn { self.sync() } else { None };
+                synchronised(sync, || autocast(precision, || model.forward_step(y1, y2)))
+            }
+            Objective::Moco { .. } => unreachable!("Job::new refuses MoCo over several workers"),
+        };
         let grads = average_gradients(GradientsParams::from_grads(loss.total.backward(), &model), &model, &self.comm);
         let model = optim.step(lr, model, grads);
-        let workers = self.comm.size() as f64;
-        let global = |t: Tensor<1>| all_reduce_sum(t.detach(), &self.comm) / workers;
-        let loss = Loss { total: global(loss.total), terms: loss.terms.into_iter().map(|(n, t)| (n, global(t))).collect() };
-        (model.after_step(state, progress.step, progress.total), loss)
-    }
-}
-
-impl Parallel {
-    /// [`crate::train::train_step`] for one worker, for a method whose loss reads only the two
-    /// views' projections of the whole batch (SimCLR's negatives, VICReg's variance and
-    /// covariance): every worker gathers all projections and computes the global batch's loss,
-    /// whose gathering passes each worker its rows' share of the gradient, summed over the
-    /// workers — as for Barlow Twins' C. BatchNorm as in [`Parallel::project`].
-    #[allow(clippy::too_many_arguments)]
-    pub fn gathered_loss_step(
-        &self,
-        model: Model,
-        optim: &mut ModuleOptimizer,
-        y1: Tensor<4>,
-        y2: Tensor<4>,
-        lr: f64,
-        precision: Precision,
-        progress: Progress,
-    ) -> (Model, Loss) {
-        let (z_a, z_b) = autocast(precision, || (self.project(&model, y1), self.project(&model, y2)));
-        let (z_a, z_b) = (all_gather(z_a, &self.comm), all_gather(z_b, &self.comm));
-        let loss = model.loss_of_projections(z_a, z_b).expect("a method whose loss reads only the projections");
-        let grads = average_gradients(GradientsParams::from_grads(loss.total.backward(), &model), &model, &self.comm);
-        let model = optim.step(lr, model, grads);
-        let state = crate::methods::StepState::none();
+        let loss = match shard_mean {
+            true => {
+                let workers = self.comm.size() as f64;
+                let global = |t: Tensor<1>| all_reduce_sum(t.detach(), &self.comm) / workers;
+                Loss { total: global(loss.total), terms: loss.terms.into_iter().map(|(n, t)| (n, global(t))).collect() }
+            }
+            false => loss,
+        };
         (model.after_step(state, progress.step, progress.total), loss)
     }
 }

@@ -292,7 +292,7 @@ impl Model {
 
     /// The loss of two views, and what the step leaves for [`after_step`](Self::after_step).
     pub fn forward_step(&self, y1: Tensor<4>, y2: Tensor<4>) -> (Loss, StepState) {
-        let none = StepState { keys: None };
+        let none = StepState::none();
         match &self.objective {
             Objective::Barlow { lambda } => (barlow::barlow_loss(self.project(y1), self.project(y2), *lambda).into(), none),
             Objective::Simclr { temperature } => {
