@@ -280,13 +280,7 @@ where
             chart.draw_series(pts.iter().map(|&p| Circle::new(p, 4, colour.filled())))?;
         }
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.4))
-        .label_font((FONT, 13))
-        .draw()?;
+    legend(chart, SeriesLabelPosition::UpperRight)?;
     Ok(())
 }
 
@@ -331,9 +325,18 @@ fn draw_knn(area: &Area, pts: &[(f64, f64)]) -> Result<()> {
         let label = EmptyElement::at((lx, ly)) + Text::new(format!("{ly:.1}%"), (0, -8), style);
         chart.draw_series(std::iter::once(label))?;
     }
+    legend(&mut chart, SeriesLabelPosition::LowerRight)?;
+    Ok(())
+}
+
+/// The series' legend, the same in every picture: a translucent white box at `position`.
+pub(crate) fn legend<'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, BitMapBackend<'a>, CT>,
+    position: SeriesLabelPosition,
+) -> Result<()> {
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
+        .position(position)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.4))
         .label_font((FONT, 13))

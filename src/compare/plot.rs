@@ -1,6 +1,6 @@
 //! `compare.png`: kNN accuracy against batch size, one line per method.
 
-use crate::plot::{FONT, bounds, empty_panel, render, widen};
+use crate::plot::{FONT, bounds, empty_panel, legend, render, widen};
 use anyhow::Result;
 use plotters::prelude::*;
 use std::path::Path;
@@ -64,13 +64,6 @@ pub fn accuracy_by_batch(series: &[(String, Vec<(usize, f64)>)], baseline: Optio
                 .label("random init")
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], grey.stroke_width(1)));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .label_font((FONT, 13))
-            .draw()?;
-        Ok(())
+        legend(&mut chart, SeriesLabelPosition::LowerRight)
     })
 }
