@@ -2,6 +2,8 @@
 //! rises above the random network's), exact resume with the momentum network and the queue, and
 //! bad method settings refused before training.
 
+mod common;
+
 use barlow::train::metrics::{self, Record};
 use std::path::Path;
 use std::process::{Command, Output};
@@ -93,16 +95,6 @@ fn vicreg_learns() {
     learns("vicreg");
 }
 
-/// Every tensor of a run's model — encoder, heads, momentum network and queue — as safetensors.
-fn weights(out: &Path) -> Vec<u8> {
-    use burn::store::{ModuleSnapshot, SafetensorsStore};
-    let device = barlow::backend::device("auto").unwrap();
-    let (_, model) = barlow::checkpoint::load_model(&out.join("checkpoint.bin"), &device).unwrap();
-    let mut store = SafetensorsStore::from_bytes(None);
-    model.save_into(&mut store).unwrap();
-    store.get_bytes().unwrap()
-}
-
 /// A run stopped in its second epoch (after the first checkpoint, like a killed one) and resumed
 /// ends with bit for bit the tensors of an uninterrupted run, the momentum network and the queue
 /// included.
@@ -116,7 +108,7 @@ fn resumes_exactly(method: &str) {
         .args(["train", "--resume", "--set=train.max_steps=1000", "--out"])
         .arg(broken.path()));
 
-    let (a, b) = (weights(whole.path()), weights(broken.path()));
+    let (a, b) = (common::checkpoint_weights(whole.path()), common::checkpoint_weights(broken.path()));
     let (a, b) = (safetensors::SafeTensors::deserialize(&a).unwrap(), safetensors::SafeTensors::deserialize(&b).unwrap());
     let names = a.names();
     for part in ["momentum.backbone.conv1.weight", "momentum.projector.out.weight"] {

@@ -1,5 +1,7 @@
 //! `barlow train` end to end: learning on real data, exact resume after SIGKILL, NaN handling.
 
+mod common;
+
 use barlow::train::metrics::{self, Record};
 use std::path::Path;
 use std::process::{Command, Output};
@@ -31,19 +33,9 @@ fn run(cmd: &mut Command) -> Output {
     output
 }
 
-/// Every tensor of the checkpoint's model (the file itself also holds random parameter ids).
-fn weights(out: &Path) -> Vec<u8> {
-    use burn::store::{ModuleSnapshot, SafetensorsStore};
-    let device = barlow::backend::device("auto").unwrap();
-    let (_, model) = barlow::checkpoint::load_model(&out.join("checkpoint.bin"), &device).unwrap();
-    let mut store = SafetensorsStore::from_bytes(None);
-    model.save_into(&mut store).unwrap();
-    store.get_bytes().unwrap()
-}
-
 /// The names of the tensors that differ between two runs' checkpoints (all, if their sets differ).
 fn differing_weights(a: &Path, b: &Path) -> Vec<String> {
-    let (a, b) = (weights(a), weights(b));
+    let (a, b) = (common::checkpoint_weights(a), common::checkpoint_weights(b));
     let (a, b) = (safetensors::SafeTensors::deserialize(&a).unwrap(), safetensors::SafeTensors::deserialize(&b).unwrap());
     if a.names().len() != b.names().len() {
         return a.names().into_iter().map(|n| n.to_string()).collect();

@@ -61,3 +61,14 @@ pub fn torch_python() -> Option<std::path::PathBuf> {
             .is_ok_and(|o| o.status.success())
     })
 }
+
+/// Every tensor of the model in a run directory's checkpoint — encoder, heads, momentum network
+/// and queue — as safetensors bytes (the checkpoint file itself also holds random parameter ids).
+pub fn checkpoint_weights(out: &std::path::Path) -> Vec<u8> {
+    use burn::store::{ModuleSnapshot, SafetensorsStore};
+    let device = barlow::backend::device("auto").unwrap();
+    let (_, model) = barlow::checkpoint::load_model(&out.join("checkpoint.bin"), &device).unwrap();
+    let mut store = SafetensorsStore::from_bytes(None);
+    model.save_into(&mut store).unwrap();
+    store.get_bytes().unwrap()
+}
