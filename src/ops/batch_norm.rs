@@ -25,53 +25,98 @@ impl BnShape {
     }
 }
 
-/// Σ a and Σ b over the pairs `f(i)` for `i` in `0..n`: sixteen f32 lanes (which the compiler
-/// turns into vector registers), then f64 for the lanes and the tail.
-#[inline(always)]
-fn sums(n: usize, f: impl Fn(usize) -> (f32, f32)) -> (f64, f64) {
-    let mut s1 = [0.0f32; 16];
-    let mut s2 = [0.0f32; 16];
-    let full = n / 16 * 16;
-    for i in (0..full).step_by(16) {
-        for l in 0..16 {
-            let (a, b) = f(i + l);
-            s1[l] += a;
-            s2[l] += b;
-        }
-    }
-    let (mut a, mut b) = (0.0f64, 0.0f64);
-    for l in 0..16 {
-        a += s1[l] as f64;
-        b += s2[l] as f64;
-    }
-    for i in full..n {
-        let (x, y) = f(i);
-        a += x as f64;
-        b += y as f64;
-    }
-    (a, b)
+// Per-channel sums run in sixteen f32 lanes (vector registers), then in f64 for the lanes and
+// the tail. The lanes and the order of every addition are fixed, so the sums are the same bits
+// on every instruction set. The loops are compiled once per instruction set (`multiversion`,
+// chosen at run time): the default build targets baseline x86-64. Within a block the two sums
+// have separate lane loops: one fused loop gets vectorised across (a, b) pairs instead.
+
+/// The f64 total of the lanes `s1`, `s2` and the tail's pairs.
+fn total(s1: [f32; 16], s2: [f32; 16], tail: impl Iterator<Item = (f32, f32)>) -> (f64, f64) {
+    let lanes = s1.iter().zip(&s2).map(|(&a, &b)| (a, b));
+    lanes.chain(tail).fold((0.0, 0.0), |(a, b), (x, y)| (a + x as f64, b + y as f64))
 }
 
 /// Σ (v − shift) and Σ (v − shift)² over a row.
+#[multiversion::multiversion(targets("x86_64+avx+avx2+fma"))]
 fn shifted_sums(row: &[f32], shift: f32) -> (f64, f64) {
-    sums(row.len(), |i| {
-        let d = row[i] - shift;
-        (d, d * d)
-    })
+    let (mut s1, mut s2) = ([0.0f32; 16], [0.0f32; 16]);
+    let blocks = row.chunks_exact(16);
+    let tail = blocks.remainder();
+    for v in blocks {
+        for l in 0..16 {
+            s1[l] += v[l] - shift;
+        }
+        for l in 0..16 {
+            s2[l] += (v[l] - shift) * (v[l] - shift);
+        }
+    }
+    total(s1, s2, tail.iter().map(|&v| (v - shift, (v - shift) * (v - shift))))
 }
 
 /// Σ g and Σ g·(x − mean) over a row, where g is `dy` masked by `y > 0` under a fused ReLU.
+#[multiversion::multiversion(targets("x86_64+avx+avx2+fma"))]
 fn grad_sums(dy: &[f32], x: &[f32], y: Option<&[f32]>, mean: f32) -> (f64, f64) {
-    let (dy, x) = (&dy[..x.len()], &x[..]);
+    let (n, dy) = (x.len(), &dy[..x.len()]);
+    let (mut s1, mut s2) = ([0.0f32; 16], [0.0f32; 16]);
+    let (xb, db) = (x.chunks_exact(16), dy.chunks_exact(16));
+    let tail = (xb.remainder(), db.remainder());
+    let mask = |y: f32, g: f32| if y > 0.0 { g } else { 0.0 };
     match y {
         Some(y) => {
-            let y = &y[..x.len()];
-            sums(x.len(), |i| {
-                let g = if y[i] > 0.0 { dy[i] } else { 0.0 };
-                (g, g * (x[i] - mean))
-            })
+            let yb = y[..n].chunks_exact(16);
+            let y_tail = yb.remainder();
+            for ((x, dy), y) in xb.zip(db).zip(yb) {
+                for l in 0..16 {
+                    s1[l] += mask(y[l], dy[l]);
+                }
+                for l in 0..16 {
+                    s2[l] += mask(y[l], dy[l]) * (x[l] - mean);
+                }
+            }
+            let tail = tail.0.iter().zip(tail.1).zip(y_tail).map(|((&x, &g), &y)| (mask(y, g), mask(y, g) * (x - mean)));
+            total(s1, s2, tail)
         }
-        None => sums(x.len(), |i| (dy[i], dy[i] * (x[i] - mean))),
+        None => {
+            for (x, dy) in xb.zip(db) {
+                for l in 0..16 {
+                    s1[l] += dy[l];
+                }
+                for l in 0..16 {
+                    s2[l] += dy[l] * (x[l] - mean);
+                }
+            }
+            total(s1, s2, tail.0.iter().zip(tail.1).map(|(&x, &g)| (g, g * (x - mean))))
+        }
+    }
+}
+
+/// `out = x·a + b`, then the ReLU when asked.
+#[multiversion::multiversion(targets("x86_64+avx+avx2+fma"))]
+fn normalise_row(out: &mut [f32], x: &[f32], a: f32, b: f32, relu: bool) {
+    let x = &x[..out.len()];
+    match relu {
+        true => out.iter_mut().zip(x).for_each(|(o, &v)| *o = (v * a + b).max(0.0)),
+        false => out.iter_mut().zip(x).for_each(|(o, &v)| *o = v * a + b),
+    }
+}
+
+/// `out = a·g + b·x + k`, g being `dy` masked by `y > 0` under a fused ReLU.
+#[multiversion::multiversion(targets("x86_64+avx+avx2+fma"))]
+fn gradient_row(out: &mut [f32], dy: &[f32], x: &[f32], y: Option<&[f32]>, (a, b, k): (f32, f32, f32)) {
+    let (dy, x) = (&dy[..out.len()], &x[..out.len()]);
+    match y {
+        Some(y) => {
+            let y = &y[..out.len()];
+            for (o, ((&g, &x), &y)) in out.iter_mut().zip(dy.iter().zip(x).zip(y)) {
+                *o = a * (if y > 0.0 { g } else { 0.0 }) + b * x + k;
+            }
+        }
+        None => {
+            for (o, (&g, &x)) in out.iter_mut().zip(dy.iter().zip(x)) {
+                *o = a * g + b * x + k;
+            }
+        }
     }
 }
 
@@ -180,12 +225,7 @@ pub fn forward(
     }
     let mut y = vec![0.0f32; x.len()];
     map_rows(sh, &mut y, |n, c, row| {
-        let src = &x[(n * sh.c + c) * sh.s..][..row.len()];
-        let (a, b) = (scale[c], offset[c]);
-        match relu {
-            true => row.iter_mut().zip(src).for_each(|(o, &v)| *o = (v * a + b).max(0.0)),
-            false => row.iter_mut().zip(src).for_each(|(o, &v)| *o = v * a + b),
-        }
+        normalise_row(row, &x[(n * sh.c + c) * sh.s..], scale[c], offset[c], relu);
     });
     (y, mean, var)
 }
@@ -234,21 +274,7 @@ pub fn backward(
     let mut dx = vec![0.0f32; x.len()];
     map_rows(sh, &mut dx, |n, c, row| {
         let start = (n * sh.c + c) * sh.s;
-        let (a, b, k) = coef[c];
-        let (dy, x) = (&dy[start..][..row.len()], &x[start..][..row.len()]);
-        match y {
-            Some(y) => {
-                let y = &y[start..][..row.len()];
-                for (o, ((&g, &x), &y)) in row.iter_mut().zip(dy.iter().zip(x).zip(y)) {
-                    *o = a * (if y > 0.0 { g } else { 0.0 }) + b * x + k;
-                }
-            }
-            None => {
-                for (o, (&g, &x)) in row.iter_mut().zip(dy.iter().zip(x)) {
-                    *o = a * g + b * x + k;
-                }
-            }
-        }
+        gradient_row(row, &dy[start..], &x[start..], y.map(|y| &y[start..]), coef[c]);
     });
     (dx, dgamma, dbeta)
 }
