@@ -51,6 +51,13 @@ const CASES: &[Case] = &[
     (2, 4, 41, 40, 6, 3, 2, [1, 1, 1, 1], 1),   // stride 2, odd height
     (1, 3, 45, 44, 4, 7, 2, [3, 3, 3, 3], 1),   // the ImageNet stem
     (1, 3, 38, 36, 4, 3, 1, [0, 2, 1, 1], 2),   // dilation, asymmetric padding
+    // 3×3 stride 1 with 16 channels or more: Winograd's F(2×2, 3×3) (src/ops/winograd.rs).
+    (3, 16, 9, 7, 24, 3, 1, [1, 1, 1, 1], 1),   // odd sizes: tiles cropped at both edges
+    (2, 16, 34, 31, 16, 3, 1, [1, 1, 1, 1], 1), // bands of tile rows, an odd last band
+    (40, 32, 4, 4, 16, 3, 1, [1, 1, 1, 1], 1),  // tiny images: grouped, a partial group
+    (2, 16, 8, 9, 20, 3, 1, [0, 0, 0, 0], 1),   // no padding
+    (2, 16, 7, 9, 16, 3, 1, [2, 0, 1, 2], 1),   // asymmetric padding
+    (2, 512, 4, 4, 64, 3, 1, [1, 1, 1, 1], 1),  // a long sum (layer 4 of a ResNet)
 ];
 
 fn setup(&(n, c_in, h, w, c_out, k, s, [pt, pb, pl, pr], d): &Case, seed: u64) -> (FlexTensor, FlexTensor, FlexTensor, ConvOptions<2>) {

@@ -1,5 +1,6 @@
 //! 2-D convolution on the CPU (NCHW, f32): forward, input gradient and weight gradient as a
-//! few large `gemm` products each.
+//! few large `gemm` products each (3×3 stride-1 convolutions by Winograd's algorithm instead,
+//! see `winograd`).
 //!
 //! The work is cut into units — a tile of output rows of one image when images are large, a
 //! group of whole images when they are small (4×4 at layer 4 of a CIFAR ResNet: a product per
@@ -90,7 +91,7 @@ thread_local! {
     static SCRATCH: RefCell<[Vec<f32>; 3]> = const { RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
 }
 
-fn with_scratch<R>(lens: [usize; 3], f: impl FnOnce(&mut [f32], &mut [f32], &mut [f32]) -> R) -> R {
+pub(super) fn with_scratch<R>(lens: [usize; 3], f: impl FnOnce(&mut [f32], &mut [f32], &mut [f32]) -> R) -> R {
     SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
         for (buf, &len) in s.iter_mut().zip(&lens) {
@@ -105,7 +106,7 @@ fn with_scratch<R>(lens: [usize; 3], f: impl FnOnce(&mut [f32], &mut [f32], &mut
 
 /// `dst (m×n) = lhs (m×k) · rhs (k×n)`, or `+=` with `accumulate`; each operand given by its
 /// pointer, row stride and column stride.
-fn matmul(
+pub(super) fn matmul(
     (m, n, k): (usize, usize, usize),
     dst: (*mut f32, usize, usize),
     lhs: (*const f32, usize, usize),
@@ -127,9 +128,9 @@ fn matmul(
 
 /// A unit of work: images `images` (a group) and output rows `rows` of each.
 #[derive(Clone, Debug)]
-struct Unit {
-    images: Range<usize>,
-    rows: Range<usize>,
+pub(super) struct Unit {
+    pub images: Range<usize>,
+    pub rows: Range<usize>,
 }
 
 impl Unit {
@@ -165,7 +166,7 @@ fn plan(s: &ConvShape, whole_images: bool) -> (Vec<Unit>, Parallelism) {
 }
 
 /// Runs `task` over units that own disjoint chunks of `out` (`per_image` values per image).
-fn for_each_unit(units: &[Unit], parallelism: Parallelism, out: &mut [f32], per_image: usize, task: impl Fn(&Unit, &mut [f32]) + Sync) {
+pub(super) fn for_each_unit(units: &[Unit], parallelism: Parallelism, out: &mut [f32], per_image: usize, task: impl Fn(&Unit, &mut [f32]) + Sync) {
     // Units of one image share its output chunk: hand out chunks by image, then the image's units.
     let run = |(chunk_start, chunk): (usize, &mut [f32])| {
         for unit in units.iter().filter(|u| u.images.start == chunk_start) {
@@ -187,8 +188,31 @@ fn for_each_unit(units: &[Unit], parallelism: Parallelism, out: &mut [f32], per_
     }
 }
 
+/// Σ over units of what `unit_grad` adds to a `len`-long sum (a weight gradient), split into
+/// one contiguous run of units per thread and summed in order: the result does not depend on
+/// how rayon schedules (bitwise resume needs that).
+pub(super) fn sum_over_units(units: &[Unit], par: Parallelism, len: usize, unit_grad: impl Fn(Vec<f32>, &Unit) -> Vec<f32> + Sync) -> Vec<f32> {
+    let tasks = match par {
+        Parallelism::None => rayon::current_num_threads().min(units.len()),
+        _ => 1,
+    };
+    let parts: Vec<Vec<f32>> = (0..tasks)
+        .into_par_iter()
+        .map(|t| units[t * units.len() / tasks..(t + 1) * units.len() / tasks].iter().fold(vec![0.0f32; len], &unit_grad))
+        .collect();
+    let mut parts = parts.into_iter();
+    let mut sum = parts.next().expect("at least one unit");
+    for part in parts {
+        sum.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
+    }
+    sum
+}
+
 /// `y = conv(x, weight)`, `n×c_out×oh×ow`.
 pub fn forward(x: &[f32], weight: &[f32], s: &ConvShape) -> Vec<f32> {
+    if super::winograd::applies(s) {
+        return super::winograd::forward(x, weight, s);
+    }
     let (p, k, co, ow) = (s.p(), s.k(), s.c_out, s.out_w());
     let chw = s.c_in * s.h * s.w;
     let mut y = vec![0.0f32; s.n * co * p];
@@ -289,6 +313,9 @@ fn transposed(weight: &[f32], s: &ConvShape) -> Option<(Vec<f32>, ConvShape)> {
 
 /// The gradient of the loss with respect to `weight` (`c_out × c_in·kh·kw`), given `dy`.
 pub fn weight_grad(x: &[f32], dy: &[f32], s: &ConvShape) -> Vec<f32> {
+    if super::winograd::applies(s) {
+        return super::winograd::weight_grad(x, dy, s);
+    }
     let (p, k, co, ow) = (s.p(), s.k(), s.c_out, s.out_w());
     let (hw, chw) = (s.h * s.w, s.c_in * s.h * s.w);
     let (units, par) = plan(s, false);
@@ -319,22 +346,7 @@ pub fn weight_grad(x: &[f32], dy: &[f32], s: &ConvShape) -> Vec<f32> {
         });
         dw
     };
-    // A fixed split into one contiguous run of units per thread, summed in order: the result
-    // does not depend on how rayon schedules (bitwise resume needs that).
-    let zero = || vec![0.0f32; co * k];
-    let tasks = match par {
-        Parallelism::None => rayon::current_num_threads().min(units.len()),
-        _ => 1,
-    };
-    let parts: Vec<Vec<f32>> = (0..tasks)
-        .into_par_iter()
-        .map(|t| units[t * units.len() / tasks..(t + 1) * units.len() / tasks].iter().fold(zero(), unit_grad))
-        .collect();
-    let mut parts = parts.into_iter();
-    let mut dw_hwc = parts.next().expect("at least one unit");
-    for part in parts {
-        dw_hwc.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
-    }
+    let dw_hwc = sum_over_units(&units, par, co * k, unit_grad);
     let (c, taps) = (s.c_in, s.kh * s.kw);
     let mut dw = vec![0.0f32; co * k];
     for o in 0..co {

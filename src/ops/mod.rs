@@ -18,6 +18,7 @@ pub mod conv;
 mod flex;
 pub mod modules;
 pub mod precision;
+mod winograd;
 
 use burn::backend::ops::ConvOptions;
 use burn::backend::tensor::FloatTensor;

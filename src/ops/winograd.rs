@@ -1,0 +1,359 @@
+//! 3×3 stride-1 convolution by Winograd's minimal filtering F(2×2, 3×3) (Lavin & Gray, CVPR
+//! 2016): each 2×2 output tile comes from a 4×4 input tile with 16 multiplications per pair of
+//! channels instead of 36 — sixteen GEMMs over transformed tiles instead of one over im2col.
+//!
+//! `Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A` for a kernel `g` and an input tile `d`; summed over input
+//! channels, the elementwise product at each of the 16 tile positions ξ is the GEMM
+//! `M_ξ (tiles × c_out) = V_ξ (tiles × c_in) · U_ξ (c_in × c_out)`. The weight gradient is its
+//! adjoint: `∂U_ξ = V_ξᵀ · (A dy Aᵀ)_ξ`, a GEMM whose inner dimension runs over every tile. The
+//! transforms run channels-last, one vector of channels per tile position, on a zero-padded
+//! channels-last copy of the rows a unit reads; outputs are cropped at odd sizes.
+//!
+//! Only additions and the kernel's halves enter the transforms, so the result differs from the
+//! direct sum by rounding alone (tests/ops.rs compares both with burn's convolution: relative
+//! differences of 1e-6, as for the im2col path).
+
+use super::conv::{ConvShape, Unit, for_each_unit, matmul, sum_over_units, with_scratch};
+use gemm::Parallelism;
+
+/// Tiles a unit aims for: the columns of each of its 16 products.
+const TILES: usize = 128;
+
+/// Fewer channels than this on either side make the products too thin to gain.
+const MIN_CHANNELS: usize = 16;
+
+/// Whether [`forward`] computes this convolution.
+pub fn applies(s: &ConvShape) -> bool {
+    (s.kh, s.kw) == (3, 3) && s.stride == [1, 1] && s.dilation == [1, 1] && s.c_in.min(s.c_out) >= MIN_CHANNELS
+}
+
+/// `U_ξ[c][o]` for ξ = 4i + j: the kernel transformed, `16 × c_in × c_out`.
+fn kernel_transform(weight: &[f32], s: &ConvShape) -> Vec<f32> {
+    let (c, co) = (s.c_in, s.c_out);
+    let mut u = vec![0.0f32; 16 * c * co];
+    // G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]]
+    let g = |v: [f32; 3]| [v[0], 0.5 * (v[0] + v[1] + v[2]), 0.5 * (v[0] - v[1] + v[2]), v[2]];
+    // Input channel outermost: each ξ's writes then run along the output channels.
+    for ch in 0..c {
+        for o in 0..co {
+            let k = &weight[(o * c + ch) * 9..][..9];
+            let columns = [g([k[0], k[3], k[6]]), g([k[1], k[4], k[7]]), g([k[2], k[5], k[8]])];
+            for i in 0..4 {
+                let t = g([columns[0][i], columns[1][i], columns[2][i]]);
+                for j in 0..4 {
+                    u[((4 * i + j) * c + ch) * co + o] = t[j];
+                }
+            }
+        }
+    }
+    u
+}
+
+/// `out = [d0 − d2, d1 + d2, d2 − d1, d1 − d3]` over vectors: `Bᵀ d` along one axis.
+#[inline(always)]
+fn input_step(out: [&mut [f32]; 4], d: [&[f32]; 4]) {
+    let [o0, o1, o2, o3] = out;
+    let n = o0.len();
+    let d = d.map(|d| &d[..n]);
+    for k in 0..n {
+        let (a, b, c, e) = (d[0][k], d[1][k], d[2][k], d[3][k]);
+        (o0[k], o1[k], o2[k], o3[k]) = (a - c, b + c, c - b, b - e);
+    }
+}
+
+/// `out = [v0 + v1 + v2, v1 − v2 − v3]` over vectors: `Aᵀ m` along one axis.
+#[inline(always)]
+fn output_step(out: [&mut [f32]; 2], v: [&[f32]; 4]) {
+    let [o0, o1] = out;
+    let n = o0.len();
+    let v = v.map(|v| &v[..n]);
+    for k in 0..n {
+        o0[k] = v[0][k] + v[1][k] + v[2][k];
+        o1[k] = v[1][k] - v[2][k] - v[3][k];
+    }
+}
+
+/// The `k`-th of the `len`-long vectors in `v`.
+fn slot(v: &[f32], len: usize, k: usize) -> &[f32] {
+    &v[k * len..][..len]
+}
+
+/// `V_ξ[t] = (Bᵀ d_t B)_ξ` for every tile `t` of a unit, vectorised over the `c` channels:
+/// `band` holds the unit's padded input rows channels-last (`rows × pw × c` per image), `v` is
+/// `16 × tiles × c`.
+#[multiversion::multiversion(targets("x86_64+avx+avx2+fma"))]
+fn input_transform(band: &[f32], (images, tile_rows, tw): (usize, usize, usize), c: usize, v: &mut [f32], tmp: &mut [f32]) {
+    let (pw, rows) = (2 * tw + 2, 2 * tile_rows + 2);
+    let tiles = images * tile_rows * tw;
+    for t in 0..tiles {
+        let (b, tr, tx) = (t / (tile_rows * tw), t / tw % tile_rows, t % tw);
+        let pixel = |r: usize, q: usize| &band[((b * rows + 2 * tr + r) * pw + 2 * tx + q) * c..][..c];
+        // Along the tile's rows: slot 4q + i of tmp = (Bᵀ d)[i][q]...
+        for q in 0..4 {
+            let mut out = tmp[4 * q * c..][..4 * c].chunks_exact_mut(c);
+            let out = std::array::from_fn(|_| out.next().expect("four slots"));
+            input_step(out, [pixel(0, q), pixel(1, q), pixel(2, q), pixel(3, q)]);
+        }
+        // ...then along its columns, into V_ξ for ξ = 4i + j.
+        for i in 0..4 {
+            let mut out = v.chunks_exact_mut(tiles * c).skip(4 * i).take(4).map(|v| &mut v[t * c..][..c]);
+            let out = std::array::from_fn(|_| out.next().expect("four positions"));
+            input_step(out, std::array::from_fn(|q| slot(tmp, c, 4 * q + i)));
+        }
+    }
+}
+
+/// `Y_t = Aᵀ M_t A` for every tile of a unit, vectorised over the `co` output channels: `m` is
+/// `16 × tiles × co`; each output pixel's `co` values are written channels-last into `out`
+/// (`images × rows × ow × co`, the unit's output rows only).
+#[multiversion::multiversion(targets("x86_64+avx+avx2+fma"))]
+fn output_transform(m: &[f32], (images, tile_rows, tw): (usize, usize, usize), (rows, ow): (usize, usize), co: usize, out: &mut [f32], tmp: &mut [f32]) {
+    let tiles = images * tile_rows * tw;
+    let (ab, y) = tmp[..12 * co].split_at_mut(8 * co);
+    for t in 0..tiles {
+        let (b, tr, tx) = (t / (tile_rows * tw), t / tw % tile_rows, t % tw);
+        let m = |xi: usize| slot(m, co, xi * tiles + t);
+        // Within each row i of the tile: a[i], b[i] = columns 0 and 1 of m A...
+        let (a, bb) = ab.split_at_mut(4 * co);
+        for i in 0..4 {
+            output_step([&mut a[i * co..][..co], &mut bb[i * co..][..co]], std::array::from_fn(|j| m(4 * i + j)));
+        }
+        // ...then across the rows: y slot 2r + q is the tile's output pixel (r, q).
+        for q in 0..2 {
+            let columns = if q == 0 { &*a } else { &*bb };
+            let (top, bottom) = y.split_at_mut(2 * co);
+            output_step([&mut top[q * co..][..co], &mut bottom[q * co..][..co]], std::array::from_fn(|i| slot(columns, co, i)));
+        }
+        for k in 0..4 {
+            let (oy, ox) = (2 * tr + k / 2, 2 * tx + k % 2);
+            if oy < rows && ox < ow {
+                out[((b * rows + oy) * ow + ox) * co..][..co].copy_from_slice(slot(y, co, k));
+            }
+        }
+    }
+}
+
+/// `y = conv(x, weight)` for a convolution that [`applies`].
+pub fn forward(x: &[f32], weight: &[f32], s: &ConvShape) -> Vec<f32> {
+    let (oh, ow, c, co) = (s.out_h(), s.out_w(), s.c_in, s.c_out);
+    let (th, tw) = (oh.div_ceil(2), ow.div_ceil(2));
+    let pw = 2 * tw + 2;
+    let u = kernel_transform(weight, s);
+    let (units, par) = plan(s.n, th, tw);
+    let mut y = vec![0.0f32; s.n * co * oh * ow];
+    for_each_unit(&units, par, &mut y, co * oh * ow, |unit, y| {
+        let (images, tile_rows) = (unit.images.len(), unit.rows.len());
+        let tiles = images * tile_rows * tw;
+        let rows = 2 * tile_rows + 2;
+        let (first, last) = (2 * unit.rows.start, (2 * unit.rows.end).min(oh));
+        let band_len = images * rows * pw * c;
+        let out_len = images * (last - first) * ow * co;
+        let tmp_len = 16 * c.max(co);
+        with_scratch([16 * c * tiles + band_len, 16 * co * tiles + out_len, tmp_len], |v, m, tmp| {
+            let (v, band) = v.split_at_mut(16 * c * tiles);
+            let (m, out) = m.split_at_mut(16 * co * tiles);
+            fill_band(x, s, unit, (first, rows, pw), band);
+            input_transform(band, (images, tile_rows, tw), c, v, tmp);
+            for xi in 0..16 {
+                let (m, v, u) = (&mut m[xi * tiles * co..], &v[xi * tiles * c..], &u[xi * c * co..]);
+                matmul((tiles, co, c), (m.as_mut_ptr(), co, 1), (v.as_ptr(), c, 1), (u.as_ptr(), co, 1), false, par);
+            }
+            output_transform(m, (images, tile_rows, tw), (last - first, ow), co, out, tmp);
+            // Channels-last to the NCHW output.
+            let pixels = (last - first) * ow;
+            for b in 0..images {
+                let dst = &mut y[b * co * oh * ow + first * ow..];
+                transpose(&out[b * pixels * co..], co, dst, oh * ow, (pixels, co));
+            }
+        })
+    });
+    y
+}
+
+/// The padded input rows a unit's tiles read, channels-last (`rows × pw × c` per image): padded
+/// row r of the band is input row `first + r −` top padding; zeros where it is padding.
+fn fill_band(x: &[f32], s: &ConvShape, unit: &Unit, (first, rows, pw): (usize, usize, usize), band: &mut [f32]) {
+    let (c, pt, pl) = (s.c_in, s.padding[0].0, s.padding[1].0);
+    for (b, n) in unit.images.clone().enumerate() {
+        for (r, row) in band[b * rows * pw * c..][..rows * pw * c].chunks_exact_mut(pw * c).enumerate() {
+            let Some(iy) = (first + r).checked_sub(pt).filter(|&iy| iy < s.h) else {
+                row.fill(0.0);
+                continue;
+            };
+            row[..pl * c].fill(0.0);
+            row[(pl + s.w) * c..].fill(0.0);
+            transpose(&x[n * c * s.h * s.w + iy * s.w..], s.h * s.w, &mut row[pl * c..], c, (c, s.w));
+        }
+    }
+}
+
+/// `Ŷ_t = A dy_t Aᵀ` for every tile of a unit (the adjoint of the output transform), vectorised
+/// over the `co` channels: `dy` holds the unit's output-gradient rows channels-last
+/// (`images × rows × ow × co`), zero beyond them; `m` is `16 × tiles × co`.
+#[multiversion::multiversion(targets("x86_64+avx+avx2+fma"))]
+fn gradient_transform(dy: &[f32], (images, tile_rows, tw): (usize, usize, usize), (rows, ow): (usize, usize), co: usize, m: &mut [f32], tmp: &mut [f32]) {
+    let tiles = images * tile_rows * tw;
+    let (zero, e) = tmp[..9 * co].split_at_mut(co);
+    zero.fill(0.0);
+    let zero = &*zero;
+    for t in 0..tiles {
+        let (b, tr, tx) = (t / (tile_rows * tw), t / tw % tile_rows, t % tw);
+        let pixel = |r: usize, q: usize| {
+            let (oy, ox) = (2 * tr + r, 2 * tx + q);
+            if oy < rows && ox < ow { slot(dy, co, (b * rows + oy) * ow + ox) } else { zero }
+        };
+        // A = [[1, 0], [1, 1], [1, −1], [0, −1]]: along the tile's rows (e slot 2i + q)...
+        for q in 0..2 {
+            let (top, bottom) = (pixel(0, q), pixel(1, q));
+            let mut out = e.chunks_exact_mut(co).skip(q).step_by(2);
+            let [e0, e1, e2, e3]: [&mut [f32]; 4] = std::array::from_fn(|_| out.next().expect("four slots"));
+            for k in 0..co {
+                (e0[k], e1[k], e2[k], e3[k]) = (top[k], top[k] + bottom[k], top[k] - bottom[k], -bottom[k]);
+            }
+        }
+        // ...then along its columns, into Ŷ_ξ for ξ = 4i + j.
+        for i in 0..4 {
+            let (left, right) = (slot(e, co, 2 * i), slot(e, co, 2 * i + 1));
+            let mut out = m.chunks_exact_mut(tiles * co).skip(4 * i).take(4).map(|m| &mut m[t * co..][..co]);
+            let [m0, m1, m2, m3]: [&mut [f32]; 4] = std::array::from_fn(|_| out.next().expect("four positions"));
+            for k in 0..co {
+                (m0[k], m1[k], m2[k], m3[k]) = (left[k], left[k] + right[k], left[k] - right[k], -right[k]);
+            }
+        }
+    }
+}
+
+/// The gradient with respect to `weight` of a convolution that [`applies`], given `dy`: by
+/// linearity of `Y = Aᵀ [U ⊙ V] A`, `∂L/∂U_ξ = Σ_t (A dy_t Aᵀ)_ξ V_t,ξ` — one GEMM per ξ whose
+/// inner dimension runs over every tile — then `∂L/∂g = Gᵀ (∂L/∂U) G`.
+pub fn weight_grad(x: &[f32], dy: &[f32], s: &ConvShape) -> Vec<f32> {
+    let (oh, ow, c, co) = (s.out_h(), s.out_w(), s.c_in, s.c_out);
+    let (th, tw) = (oh.div_ceil(2), ow.div_ceil(2));
+    let pw = 2 * tw + 2;
+    let (units, par) = plan(s.n, th, tw);
+    let unit_grad = |mut du: Vec<f32>, unit: &Unit| -> Vec<f32> {
+        let (images, tile_rows) = (unit.images.len(), unit.rows.len());
+        let tiles = images * tile_rows * tw;
+        let rows = 2 * tile_rows + 2;
+        let (first, last) = (2 * unit.rows.start, (2 * unit.rows.end).min(oh));
+        let (band_len, pixels) = (images * rows * pw * c, (last - first) * ow);
+        with_scratch([16 * c * tiles + band_len, 16 * co * tiles + images * pixels * co, 16 * c.max(co)], |v, m, tmp| {
+            let (v, band) = v.split_at_mut(16 * c * tiles);
+            fill_band(x, s, unit, (first, rows, pw), band);
+            input_transform(band, (images, tile_rows, tw), c, v, tmp);
+            let (m, dy_hwc) = m.split_at_mut(16 * co * tiles);
+            for (b, n) in unit.images.clone().enumerate() {
+                let src = &dy[n * co * oh * ow + first * ow..];
+                transpose(src, oh * ow, &mut dy_hwc[b * pixels * co..], co, (co, pixels));
+            }
+            gradient_transform(dy_hwc, (images, tile_rows, tw), (last - first, ow), co, m, tmp);
+            for xi in 0..16 {
+                let (du, v, m) = (&mut du[xi * c * co..], &v[xi * tiles * c..], &m[xi * tiles * co..]);
+                // ∂U_ξ (c × co) += V_ξᵀ (c × tiles) · Ŷ_ξ (tiles × co)
+                matmul((c, co, tiles), (du.as_mut_ptr(), co, 1), (v.as_ptr(), 1, c), (m.as_ptr(), co, 1), true, par);
+            }
+        });
+        du
+    };
+    let du = sum_over_units(&units, par, 16 * c * co, unit_grad);
+    // Gᵀ = [[1, ½, ½, 0], [0, ½, −½, 0], [0, ½, ½, 1]] on both sides.
+    let gt = |v: [f32; 4]| [v[0] + 0.5 * (v[1] + v[2]), 0.5 * (v[1] - v[2]), 0.5 * (v[1] + v[2]) + v[3]];
+    let mut dw = vec![0.0f32; co * c * 9];
+    for ch in 0..c {
+        for o in 0..co {
+            let at = |xi: usize| du[(xi * c + ch) * co + o];
+            let rows: [[f32; 3]; 4] = std::array::from_fn(|i| gt(std::array::from_fn(|j| at(4 * i + j))));
+            for q in 0..3 {
+                let column = gt(std::array::from_fn(|i| rows[i][q]));
+                for r in 0..3 {
+                    dw[(o * c + ch) * 9 + 3 * r + q] = column[r];
+                }
+            }
+        }
+    }
+    dw
+}
+
+/// `dst[j·dst_stride + i] = src[i·src_stride + j]` for `(i, j)` < `(rows, cols)`: 8×8 blocks
+/// with AVX shuffles where the CPU has them, the rest one value at a time.
+fn transpose(src: &[f32], src_stride: usize, dst: &mut [f32], dst_stride: usize, (rows, cols): (usize, usize)) {
+    const B: usize = 8;
+    let (mut full_rows, mut full_cols) = (0, 0);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx") && rows >= B && cols >= B {
+        (full_rows, full_cols) = (rows / B * B, cols / B * B);
+        // Bounds of the last block read and written, checked once for all blocks.
+        assert!(src.len() >= (full_rows - 1) * src_stride + full_cols);
+        assert!(dst.len() >= (full_cols - 1) * dst_stride + full_rows);
+        for i0 in (0..full_rows).step_by(B) {
+            for j0 in (0..full_cols).step_by(B) {
+                // SAFETY: AVX is present; the block lies inside both slices (asserted above).
+                unsafe { transpose8x8(src.as_ptr().add(i0 * src_stride + j0), src_stride, dst.as_mut_ptr().add(j0 * dst_stride + i0), dst_stride) }
+            }
+        }
+    }
+    let mut one = |i: usize, j: usize| dst[j * dst_stride + i] = src[i * src_stride + j];
+    for i in 0..rows {
+        for j in full_cols..cols {
+            one(i, j);
+        }
+    }
+    for i in full_rows..rows {
+        for j in 0..full_cols {
+            one(i, j);
+        }
+    }
+}
+
+/// One 8×8 block of [`transpose`]: the textbook unpack / shuffle / lane-permute sequence.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn transpose8x8(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
+    use std::arch::x86_64::*;
+    // SAFETY (all below): the caller guarantees 8 rows of 8 values at `src` and at `dst`.
+    unsafe {
+        let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(src.add(i * src_stride)));
+        let lo = |a: usize, b: usize| _mm256_unpacklo_ps(r[a], r[b]);
+        let hi = |a: usize, b: usize| _mm256_unpackhi_ps(r[a], r[b]);
+        let t = [lo(0, 1), hi(0, 1), lo(2, 3), hi(2, 3), lo(4, 5), hi(4, 5), lo(6, 7), hi(6, 7)];
+        let s = [
+            _mm256_shuffle_ps::<0x44>(t[0], t[2]),
+            _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
+            _mm256_shuffle_ps::<0x44>(t[1], t[3]),
+            _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
+            _mm256_shuffle_ps::<0x44>(t[4], t[6]),
+            _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
+            _mm256_shuffle_ps::<0x44>(t[5], t[7]),
+            _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
+        ];
+        for j in 0..4 {
+            _mm256_storeu_ps(dst.add(j * dst_stride), _mm256_permute2f128_ps::<0x20>(s[j], s[4 + j]));
+            _mm256_storeu_ps(dst.add((4 + j) * dst_stride), _mm256_permute2f128_ps::<0x31>(s[j], s[4 + j]));
+        }
+    }
+}
+
+/// Units of about [`TILES`] tiles: bands of tile rows of one image, or groups of whole images.
+/// `rows` are tile rows here.
+fn plan(n: usize, th: usize, tw: usize) -> (Vec<Unit>, Parallelism) {
+    let mut units = vec![];
+    if th * tw >= TILES {
+        let rows = TILES.div_ceil(tw).min(th);
+        for image in 0..n {
+            for r in (0..th).step_by(rows) {
+                units.push(Unit { images: image..image + 1, rows: r..(r + rows).min(th) });
+            }
+        }
+    } else {
+        let g = TILES.div_ceil(th * tw).min(n);
+        for image in (0..n).step_by(g) {
+            units.push(Unit { images: image..(image + g).min(n), rows: 0..th });
+        }
+    }
+    let threads = rayon::current_num_threads();
+    let parallelism = match units.len() >= 2 * threads {
+        true => Parallelism::None,
+        false => Parallelism::Rayon(threads),
+    };
+    (units, parallelism)
+}
