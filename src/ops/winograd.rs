@@ -49,28 +49,46 @@ fn kernel_transform(weight: &[f32], s: &ConvShape) -> Vec<f32> {
     u
 }
 
+/// Eight lanes at a time through registers: the outputs could alias the inputs as far as the
+/// compiler knows (slices in arrays carry no `noalias`), which made it fall back to one value
+/// at a time; a block read whole before it is written vectorises without that check.
+const LANES: usize = 8;
+
+/// `f` on the vectors `d` at `k..k + LANES`, or at `k` alone for the tail; its results go to
+/// `out` at the same place.
+#[inline(always)]
+fn lanes<const I: usize, const O: usize>(out: [&mut [f32]; O], d: [&[f32]; I], f: impl Fn([f32; I]) -> [f32; O]) {
+    let n = out[0].len();
+    let d = d.map(|d| &d[..n]);
+    let mut out = out.map(|o| &mut o[..n]);
+    let full = n / LANES * LANES;
+    for k in (0..full).step_by(LANES) {
+        let block: [[f32; LANES]; I] = std::array::from_fn(|i| d[i][k..k + LANES].try_into().expect("a block"));
+        let results: [[f32; O]; LANES] = std::array::from_fn(|l| f(std::array::from_fn(|i| block[i][l])));
+        for (o, out) in out.iter_mut().enumerate() {
+            for l in 0..LANES {
+                out[k + l] = results[l][o];
+            }
+        }
+    }
+    for k in full..n {
+        let results = f(std::array::from_fn(|i| d[i][k]));
+        for (o, out) in out.iter_mut().enumerate() {
+            out[k] = results[o];
+        }
+    }
+}
+
 /// `out = [d0 − d2, d1 + d2, d2 − d1, d1 − d3]` over vectors: `Bᵀ d` along one axis.
 #[inline(always)]
 fn input_step(out: [&mut [f32]; 4], d: [&[f32]; 4]) {
-    let [o0, o1, o2, o3] = out;
-    let n = o0.len();
-    let d = d.map(|d| &d[..n]);
-    for k in 0..n {
-        let (a, b, c, e) = (d[0][k], d[1][k], d[2][k], d[3][k]);
-        (o0[k], o1[k], o2[k], o3[k]) = (a - c, b + c, c - b, b - e);
-    }
+    lanes(out, d, |[a, b, c, e]| [a - c, b + c, c - b, b - e]);
 }
 
 /// `out = [v0 + v1 + v2, v1 − v2 − v3]` over vectors: `Aᵀ m` along one axis.
 #[inline(always)]
 fn output_step(out: [&mut [f32]; 2], v: [&[f32]; 4]) {
-    let [o0, o1] = out;
-    let n = o0.len();
-    let v = v.map(|v| &v[..n]);
-    for k in 0..n {
-        o0[k] = v[0][k] + v[1][k] + v[2][k];
-        o1[k] = v[1][k] - v[2][k] - v[3][k];
-    }
+    lanes(out, v, |[a, b, c, e]| [a + b + c, b - c - e]);
 }
 
 /// The `k`-th of the `len`-long vectors in `v`.
@@ -80,25 +98,28 @@ fn slot(v: &[f32], len: usize, k: usize) -> &[f32] {
 
 /// `V_ξ[t] = (Bᵀ d_t B)_ξ` for every tile `t` of a unit, vectorised over the `c` channels:
 /// `band` holds the unit's padded input rows channels-last (`rows × pw × c` per image), `v` is
-/// `16 × tiles × c`.
+/// `16 × tiles × c`; `tmp` holds `4 × pw × c` values.
 #[multiversion::multiversion(targets("x86_64+avx+avx2+fma"))]
 fn input_transform(band: &[f32], (images, tile_rows, tw): (usize, usize, usize), c: usize, v: &mut [f32], tmp: &mut [f32]) {
-    let (pw, rows) = (2 * tw + 2, 2 * tile_rows + 2);
+    let (row, rows) = ((2 * tw + 2) * c, 2 * tile_rows + 2);
     let tiles = images * tile_rows * tw;
-    for t in 0..tiles {
-        let (b, tr, tx) = (t / (tile_rows * tw), t / tw % tile_rows, t % tw);
-        let pixel = |r: usize, q: usize| &band[((b * rows + 2 * tr + r) * pw + 2 * tx + q) * c..][..c];
-        // Along the tile's rows: slot 4q + i of tmp = (Bᵀ d)[i][q]...
-        for q in 0..4 {
-            let mut out = tmp[4 * q * c..][..4 * c].chunks_exact_mut(c);
-            let out = std::array::from_fn(|_| out.next().expect("four slots"));
-            input_step(out, [pixel(0, q), pixel(1, q), pixel(2, q), pixel(3, q)]);
-        }
-        // ...then along its columns, into V_ξ for ξ = 4i + j.
-        for i in 0..4 {
-            let mut out = v.chunks_exact_mut(tiles * c).skip(4 * i).take(4).map(|v| &mut v[t * c..][..c]);
-            let out = std::array::from_fn(|_| out.next().expect("four positions"));
-            input_step(out, std::array::from_fn(|q| slot(tmp, c, 4 * q + i)));
+    let u = &mut tmp[..4 * row];
+    for b in 0..images {
+        for tr in 0..tile_rows {
+            // Along the rows, once for the whole row of tiles (neighbours share two columns):
+            // slot i of u is row i of Bᵀ d for every column...
+            let input = |r: usize| &band[(b * rows + 2 * tr + r) * row..][..row];
+            let mut out = u.chunks_exact_mut(row);
+            input_step(std::array::from_fn(|_| out.next().expect("four rows")), [input(0), input(1), input(2), input(3)]);
+            // ...then along each tile's four columns, into V_ξ for ξ = 4i + j.
+            for tx in 0..tw {
+                let t = (b * tile_rows + tr) * tw + tx;
+                for i in 0..4 {
+                    let column = |q: usize| slot(&u[i * row..][..row], c, 2 * tx + q);
+                    let mut out = v.chunks_exact_mut(tiles * c).skip(4 * i).take(4).map(|v| &mut v[t * c..][..c]);
+                    input_step(std::array::from_fn(|_| out.next().expect("four positions")), std::array::from_fn(column));
+                }
+            }
         }
     }
 }
@@ -148,7 +169,7 @@ pub fn forward(x: &[f32], weight: &[f32], s: &ConvShape) -> Vec<f32> {
         let (first, last) = (2 * unit.rows.start, (2 * unit.rows.end).min(oh));
         let band_len = images * rows * pw * c;
         let out_len = images * (last - first) * ow * co;
-        let tmp_len = 16 * c.max(co);
+        let tmp_len = (4 * pw * c).max(16 * co);
         with_scratch([16 * c * tiles + band_len, 16 * co * tiles + out_len, tmp_len], |v, m, tmp| {
             let (v, band) = v.split_at_mut(16 * c * tiles);
             let (m, out) = m.split_at_mut(16 * co * tiles);
@@ -237,7 +258,7 @@ pub fn weight_grad(x: &[f32], dy: &[f32], s: &ConvShape) -> Vec<f32> {
         let rows = 2 * tile_rows + 2;
         let (first, last) = (2 * unit.rows.start, (2 * unit.rows.end).min(oh));
         let (band_len, pixels) = (images * rows * pw * c, (last - first) * ow);
-        with_scratch([16 * c * tiles + band_len, 16 * co * tiles + images * pixels * co, 16 * c.max(co)], |v, m, tmp| {
+        with_scratch([16 * c * tiles + band_len, 16 * co * tiles + images * pixels * co, (4 * pw * c).max(16 * co)], |v, m, tmp| {
             let (v, band) = v.split_at_mut(16 * c * tiles);
             fill_band(x, s, unit, (first, rows, pw), band);
             input_transform(band, (images, tile_rows, tw), c, v, tmp);
