@@ -142,19 +142,26 @@ impl Unit {
 /// The units of a call, and whether they run in parallel (else each product uses gemm's
 /// threads, for batches too small to share out).
 fn plan(s: &ConvShape, whole_images: bool) -> (Vec<Unit>, Parallelism) {
-    let (p, oh, ow) = (s.p(), s.out_h(), s.out_w());
+    let rows_per_unit = if whole_images { s.out_h() } else { COLUMNS.div_ceil(s.out_w()) };
+    units(s.n, (s.out_h(), s.out_w()), COLUMNS, rows_per_unit)
+}
+
+/// Units of about `target` columns over `n` images of `rows × per_row` columns each: bands of
+/// `rows_per_unit` rows of one image when an image has `target` columns or more, else groups of
+/// whole images; with the parallelism that goes with them.
+pub(super) fn units(n: usize, (rows, per_row): (usize, usize), target: usize, rows_per_unit: usize) -> (Vec<Unit>, Parallelism) {
     let mut units = vec![];
-    if p >= COLUMNS {
-        let rows = if whole_images { oh } else { COLUMNS.div_ceil(ow).min(oh) };
-        for n in 0..s.n {
-            for r in (0..oh).step_by(rows) {
-                units.push(Unit { images: n..n + 1, rows: r..(r + rows).min(oh) });
+    if rows * per_row >= target {
+        let band = rows_per_unit.min(rows);
+        for image in 0..n {
+            for r in (0..rows).step_by(band) {
+                units.push(Unit { images: image..image + 1, rows: r..(r + band).min(rows) });
             }
         }
     } else {
-        let g = COLUMNS.div_ceil(p).min(s.n);
-        for n in (0..s.n).step_by(g) {
-            units.push(Unit { images: n..(n + g).min(s.n), rows: 0..oh });
+        let g = target.div_ceil(rows * per_row).min(n);
+        for image in (0..n).step_by(g) {
+            units.push(Unit { images: image..(image + g).min(n), rows: 0..rows });
         }
     }
     let threads = rayon::current_num_threads();

@@ -13,10 +13,9 @@
 //! direct sum by rounding alone (tests/ops.rs compares both with burn's convolution: relative
 //! differences of 1e-6, as for the im2col path).
 
-use super::conv::{ConvShape, Unit, for_each_unit, matmul, sum_over_units, with_scratch};
-use gemm::Parallelism;
+use super::conv::{ConvShape, Unit, for_each_unit, matmul, sum_over_units, units, with_scratch};
 
-/// Tiles a unit aims for: the columns of each of its 16 products.
+/// Tiles a unit aims for (the columns of each of its 16 products); a unit's `rows` are tile rows.
 const TILES: usize = 128;
 
 /// Fewer channels than this on either side make the products too thin to gain.
@@ -96,24 +95,75 @@ fn slot(v: &[f32], len: usize, k: usize) -> &[f32] {
     &v[k * len..][..len]
 }
 
+/// A unit's tiles: `images` images × `rows` tile rows × `tw` tiles, whose outputs are rows
+/// `first..last` of each image.
+struct Tiling {
+    images: usize,
+    rows: usize,
+    tw: usize,
+    first: usize,
+    last: usize,
+}
+
+impl Tiling {
+    fn of(unit: &Unit, tw: usize, oh: usize) -> Tiling {
+        let (first, last) = (2 * unit.rows.start, (2 * unit.rows.end).min(oh));
+        Tiling { images: unit.images.len(), rows: unit.rows.len(), tw, first, last }
+    }
+
+    fn tiles(&self) -> usize {
+        self.images * self.rows * self.tw
+    }
+
+    /// Padded width of the input rows the tiles read.
+    fn pw(&self) -> usize {
+        2 * self.tw + 2
+    }
+
+    /// Padded input rows the tiles read, per image.
+    fn band_rows(&self) -> usize {
+        2 * self.rows + 2
+    }
+
+    /// Output rows per image.
+    fn out_rows(&self) -> usize {
+        self.last - self.first
+    }
+
+    /// Scratch for the transformed input and the padded band it comes from ([`transformed_input`]).
+    fn input_len(&self, c: usize) -> usize {
+        16 * c * self.tiles() + self.images * self.band_rows() * self.pw() * c
+    }
+
+    /// Scratch for the transforms' vectors: a band's four transformed rows, or 16 vectors of
+    /// output channels.
+    fn tmp_len(&self, c: usize, co: usize) -> usize {
+        (4 * self.pw() * c).max(16 * co)
+    }
+
+    /// Tile `t` as (image, tile row, tile column).
+    fn tile(&self, t: usize) -> (usize, usize, usize) {
+        (t / (self.rows * self.tw), t / self.tw % self.rows, t % self.tw)
+    }
+}
+
 /// `V_ξ[t] = (Bᵀ d_t B)_ξ` for every tile `t` of a unit, vectorised over the `c` channels:
 /// `band` holds the unit's padded input rows channels-last (`rows × pw × c` per image), `v` is
 /// `16 × tiles × c`; `tmp` holds `4 × pw × c` values.
 #[multiversion::multiversion(targets("x86_64+avx+avx2+fma"))]
-fn input_transform(band: &[f32], (images, tile_rows, tw): (usize, usize, usize), c: usize, v: &mut [f32], tmp: &mut [f32]) {
-    let (row, rows) = ((2 * tw + 2) * c, 2 * tile_rows + 2);
-    let tiles = images * tile_rows * tw;
+fn input_transform(band: &[f32], tiling: &Tiling, c: usize, v: &mut [f32], tmp: &mut [f32]) {
+    let (row, rows, tiles) = (tiling.pw() * c, tiling.band_rows(), tiling.tiles());
     let u = &mut tmp[..4 * row];
-    for b in 0..images {
-        for tr in 0..tile_rows {
+    for b in 0..tiling.images {
+        for tr in 0..tiling.rows {
             // Along the rows, once for the whole row of tiles (neighbours share two columns):
             // slot i of u is row i of Bᵀ d for every column...
             let input = |r: usize| &band[(b * rows + 2 * tr + r) * row..][..row];
             let mut out = u.chunks_exact_mut(row);
             input_step(std::array::from_fn(|_| out.next().expect("four rows")), [input(0), input(1), input(2), input(3)]);
             // ...then along each tile's four columns, into V_ξ for ξ = 4i + j.
-            for tx in 0..tw {
-                let t = (b * tile_rows + tr) * tw + tx;
+            for tx in 0..tiling.tw {
+                let t = (b * tiling.rows + tr) * tiling.tw + tx;
                 for i in 0..4 {
                     let column = |q: usize| slot(&u[i * row..][..row], c, 2 * tx + q);
                     let mut out = v.chunks_exact_mut(tiles * c).skip(4 * i).take(4).map(|v| &mut v[t * c..][..c]);
@@ -128,11 +178,11 @@ fn input_transform(band: &[f32], (images, tile_rows, tw): (usize, usize, usize),
 /// `16 × tiles × co`; each output pixel's `co` values are written channels-last into `out`
 /// (`images × rows × ow × co`, the unit's output rows only).
 #[multiversion::multiversion(targets("x86_64+avx+avx2+fma"))]
-fn output_transform(m: &[f32], (images, tile_rows, tw): (usize, usize, usize), (rows, ow): (usize, usize), co: usize, out: &mut [f32], tmp: &mut [f32]) {
-    let tiles = images * tile_rows * tw;
+fn output_transform(m: &[f32], tiling: &Tiling, ow: usize, co: usize, out: &mut [f32], tmp: &mut [f32]) {
+    let (tiles, rows) = (tiling.tiles(), tiling.out_rows());
     let (ab, y) = tmp[..12 * co].split_at_mut(8 * co);
     for t in 0..tiles {
-        let (b, tr, tx) = (t / (tile_rows * tw), t / tw % tile_rows, t % tw);
+        let (b, tr, tx) = tiling.tile(t);
         let m = |xi: usize| slot(m, co, xi * tiles + t);
         // Within each row i of the tile: a[i], b[i] = columns 0 and 1 of m A...
         let (a, bb) = ab.split_at_mut(4 * co);
@@ -158,32 +208,24 @@ fn output_transform(m: &[f32], (images, tile_rows, tw): (usize, usize, usize), (
 pub fn forward(x: &[f32], weight: &[f32], s: &ConvShape) -> Vec<f32> {
     let (oh, ow, c, co) = (s.out_h(), s.out_w(), s.c_in, s.c_out);
     let (th, tw) = (oh.div_ceil(2), ow.div_ceil(2));
-    let pw = 2 * tw + 2;
     let u = kernel_transform(weight, s);
-    let (units, par) = plan(s.n, th, tw);
+    let (units, par) = units(s.n, (th, tw), TILES, TILES.div_ceil(tw));
     let mut y = vec![0.0f32; s.n * co * oh * ow];
     for_each_unit(&units, par, &mut y, co * oh * ow, |unit, y| {
-        let (images, tile_rows) = (unit.images.len(), unit.rows.len());
-        let tiles = images * tile_rows * tw;
-        let rows = 2 * tile_rows + 2;
-        let (first, last) = (2 * unit.rows.start, (2 * unit.rows.end).min(oh));
-        let band_len = images * rows * pw * c;
-        let out_len = images * (last - first) * ow * co;
-        let tmp_len = (4 * pw * c).max(16 * co);
-        with_scratch([16 * c * tiles + band_len, 16 * co * tiles + out_len, tmp_len], |v, m, tmp| {
-            let (v, band) = v.split_at_mut(16 * c * tiles);
+        let tiling = Tiling::of(unit, tw, oh);
+        let (tiles, pixels) = (tiling.tiles(), tiling.out_rows() * ow);
+        let out_len = 16 * co * tiles + tiling.images * pixels * co;
+        with_scratch([tiling.input_len(c), out_len, tiling.tmp_len(c, co)], |v, m, tmp| {
+            let v = transformed_input(x, s, unit, &tiling, v, tmp);
             let (m, out) = m.split_at_mut(16 * co * tiles);
-            fill_band(x, s, unit, (first, rows, pw), band);
-            input_transform(band, (images, tile_rows, tw), c, v, tmp);
             for xi in 0..16 {
                 let (m, v, u) = (&mut m[xi * tiles * co..], &v[xi * tiles * c..], &u[xi * c * co..]);
                 matmul((tiles, co, c), (m.as_mut_ptr(), co, 1), (v.as_ptr(), c, 1), (u.as_ptr(), co, 1), false, par);
             }
-            output_transform(m, (images, tile_rows, tw), (last - first, ow), co, out, tmp);
+            output_transform(m, &tiling, ow, co, out, tmp);
             // Channels-last to the NCHW output.
-            let pixels = (last - first) * ow;
-            for b in 0..images {
-                let dst = &mut y[b * co * oh * ow + first * ow..];
+            for b in 0..tiling.images {
+                let dst = &mut y[b * co * oh * ow + tiling.first * ow..];
                 transpose(&out[b * pixels * co..], co, dst, oh * ow, (pixels, co));
             }
         })
@@ -191,10 +233,20 @@ pub fn forward(x: &[f32], weight: &[f32], s: &ConvShape) -> Vec<f32> {
     y
 }
 
+/// `V` for a unit's tiles (`16 × tiles × c`, the front of `buffer`), from the padded band that
+/// the rest of `buffer` holds.
+fn transformed_input<'a>(x: &[f32], s: &ConvShape, unit: &Unit, tiling: &Tiling, buffer: &'a mut [f32], tmp: &mut [f32]) -> &'a [f32] {
+    let (v, band) = buffer.split_at_mut(16 * s.c_in * tiling.tiles());
+    fill_band(x, s, unit, tiling, band);
+    input_transform(band, tiling, s.c_in, v, tmp);
+    v
+}
+
 /// The padded input rows a unit's tiles read, channels-last (`rows × pw × c` per image): padded
 /// row r of the band is input row `first + r −` top padding; zeros where it is padding.
-fn fill_band(x: &[f32], s: &ConvShape, unit: &Unit, (first, rows, pw): (usize, usize, usize), band: &mut [f32]) {
+fn fill_band(x: &[f32], s: &ConvShape, unit: &Unit, tiling: &Tiling, band: &mut [f32]) {
     let (c, pt, pl) = (s.c_in, s.padding[0].0, s.padding[1].0);
+    let (first, rows, pw) = (tiling.first, tiling.band_rows(), tiling.pw());
     for (b, n) in unit.images.clone().enumerate() {
         for (r, row) in band[b * rows * pw * c..][..rows * pw * c].chunks_exact_mut(pw * c).enumerate() {
             let Some(iy) = (first + r).checked_sub(pt).filter(|&iy| iy < s.h) else {
@@ -212,13 +264,13 @@ fn fill_band(x: &[f32], s: &ConvShape, unit: &Unit, (first, rows, pw): (usize, u
 /// over the `co` channels: `dy` holds the unit's output-gradient rows channels-last
 /// (`images × rows × ow × co`), zero beyond them; `m` is `16 × tiles × co`.
 #[multiversion::multiversion(targets("x86_64+avx+avx2+fma"))]
-fn gradient_transform(dy: &[f32], (images, tile_rows, tw): (usize, usize, usize), (rows, ow): (usize, usize), co: usize, m: &mut [f32], tmp: &mut [f32]) {
-    let tiles = images * tile_rows * tw;
+fn gradient_transform(dy: &[f32], tiling: &Tiling, ow: usize, co: usize, m: &mut [f32], tmp: &mut [f32]) {
+    let (tiles, rows) = (tiling.tiles(), tiling.out_rows());
     let (zero, e) = tmp[..9 * co].split_at_mut(co);
     zero.fill(0.0);
     let zero = &*zero;
     for t in 0..tiles {
-        let (b, tr, tx) = (t / (tile_rows * tw), t / tw % tile_rows, t % tw);
+        let (b, tr, tx) = tiling.tile(t);
         let pixel = |r: usize, q: usize| {
             let (oy, ox) = (2 * tr + r, 2 * tx + q);
             if oy < rows && ox < ow { slot(dy, co, (b * rows + oy) * ow + ox) } else { zero }
@@ -250,24 +302,19 @@ fn gradient_transform(dy: &[f32], (images, tile_rows, tw): (usize, usize, usize)
 pub fn weight_grad(x: &[f32], dy: &[f32], s: &ConvShape) -> Vec<f32> {
     let (oh, ow, c, co) = (s.out_h(), s.out_w(), s.c_in, s.c_out);
     let (th, tw) = (oh.div_ceil(2), ow.div_ceil(2));
-    let pw = 2 * tw + 2;
-    let (units, par) = plan(s.n, th, tw);
+    let (units, par) = units(s.n, (th, tw), TILES, TILES.div_ceil(tw));
     let unit_grad = |mut du: Vec<f32>, unit: &Unit| -> Vec<f32> {
-        let (images, tile_rows) = (unit.images.len(), unit.rows.len());
-        let tiles = images * tile_rows * tw;
-        let rows = 2 * tile_rows + 2;
-        let (first, last) = (2 * unit.rows.start, (2 * unit.rows.end).min(oh));
-        let (band_len, pixels) = (images * rows * pw * c, (last - first) * ow);
-        with_scratch([16 * c * tiles + band_len, 16 * co * tiles + images * pixels * co, (4 * pw * c).max(16 * co)], |v, m, tmp| {
-            let (v, band) = v.split_at_mut(16 * c * tiles);
-            fill_band(x, s, unit, (first, rows, pw), band);
-            input_transform(band, (images, tile_rows, tw), c, v, tmp);
+        let tiling = Tiling::of(unit, tw, oh);
+        let (tiles, pixels) = (tiling.tiles(), tiling.out_rows() * ow);
+        let grad_len = 16 * co * tiles + tiling.images * pixels * co;
+        with_scratch([tiling.input_len(c), grad_len, tiling.tmp_len(c, co)], |v, m, tmp| {
+            let v = transformed_input(x, s, unit, &tiling, v, tmp);
             let (m, dy_hwc) = m.split_at_mut(16 * co * tiles);
             for (b, n) in unit.images.clone().enumerate() {
-                let src = &dy[n * co * oh * ow + first * ow..];
+                let src = &dy[n * co * oh * ow + tiling.first * ow..];
                 transpose(src, oh * ow, &mut dy_hwc[b * pixels * co..], co, (co, pixels));
             }
-            gradient_transform(dy_hwc, (images, tile_rows, tw), (last - first, ow), co, m, tmp);
+            gradient_transform(dy_hwc, &tiling, ow, co, m, tmp);
             for xi in 0..16 {
                 let (du, v, m) = (&mut du[xi * c * co..], &v[xi * tiles * c..], &m[xi * tiles * co..]);
                 // ∂U_ξ (c × co) += V_ξᵀ (c × tiles) · Ŷ_ξ (tiles × co)
@@ -352,29 +399,4 @@ unsafe fn transpose8x8(src: *const f32, src_stride: usize, dst: *mut f32, dst_st
             _mm256_storeu_ps(dst.add((4 + j) * dst_stride), _mm256_permute2f128_ps::<0x31>(s[j], s[4 + j]));
         }
     }
-}
-
-/// Units of about [`TILES`] tiles: bands of tile rows of one image, or groups of whole images.
-/// `rows` are tile rows here.
-fn plan(n: usize, th: usize, tw: usize) -> (Vec<Unit>, Parallelism) {
-    let mut units = vec![];
-    if th * tw >= TILES {
-        let rows = TILES.div_ceil(tw).min(th);
-        for image in 0..n {
-            for r in (0..th).step_by(rows) {
-                units.push(Unit { images: image..image + 1, rows: r..(r + rows).min(th) });
-            }
-        }
-    } else {
-        let g = TILES.div_ceil(th * tw).min(n);
-        for image in (0..n).step_by(g) {
-            units.push(Unit { images: image..(image + g).min(n), rows: 0..th });
-        }
-    }
-    let threads = rayon::current_num_threads();
-    let parallelism = match units.len() >= 2 * threads {
-        true => Parallelism::None,
-        false => Parallelism::Rayon(threads),
-    };
-    (units, parallelism)
 }
