@@ -13,7 +13,8 @@
 //! direct sum by rounding alone (tests/ops.rs compares both with burn's convolution: relative
 //! differences of 1e-6, as for the im2col path).
 
-use super::conv::{ConvShape, Unit, for_each_unit, matmul, sum_over_units, units, with_scratch};
+use super::conv::{ConvShape, Unit, for_each_unit, matmul, sum_over_units, units, with_scratch, zeros};
+use rayon::prelude::*;
 
 /// Tiles a unit aims for (the columns of each of its 16 products); a unit's `rows` are tile rows.
 const TILES: usize = 128;
@@ -26,25 +27,25 @@ pub fn applies(s: &ConvShape) -> bool {
     (s.kh, s.kw) == (3, 3) && s.stride == [1, 1] && s.dilation == [1, 1] && s.c_in.min(s.c_out) >= MIN_CHANNELS
 }
 
-/// `U_ξ[c][o]` for ξ = 4i + j: the kernel transformed, `16 × c_in × c_out`.
+/// `U_ξ[c][o]` for ξ = 4i + j: the kernel transformed, `c_in × 16 × c_out` (each `U_ξ` a
+/// matrix with row stride `16 · c_out`), one input channel per task.
 fn kernel_transform(weight: &[f32], s: &ConvShape) -> Vec<f32> {
     let (c, co) = (s.c_in, s.c_out);
-    let mut u = vec![0.0f32; 16 * c * co];
+    let mut u = zeros(16 * c * co);
     // G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]]
     let g = |v: [f32; 3]| [v[0], 0.5 * (v[0] + v[1] + v[2]), 0.5 * (v[0] - v[1] + v[2]), v[2]];
-    // Input channel outermost: each ξ's writes then run along the output channels.
-    for ch in 0..c {
+    u.par_chunks_mut(16 * co).enumerate().for_each(|(ch, u)| {
         for o in 0..co {
             let k = &weight[(o * c + ch) * 9..][..9];
             let columns = [g([k[0], k[3], k[6]]), g([k[1], k[4], k[7]]), g([k[2], k[5], k[8]])];
             for i in 0..4 {
                 let t = g([columns[0][i], columns[1][i], columns[2][i]]);
                 for j in 0..4 {
-                    u[((4 * i + j) * c + ch) * co + o] = t[j];
+                    u[(4 * i + j) * co + o] = t[j];
                 }
             }
         }
-    }
+    });
     u
 }
 
@@ -210,7 +211,7 @@ pub fn forward(x: &[f32], weight: &[f32], s: &ConvShape) -> Vec<f32> {
     let (th, tw) = (oh.div_ceil(2), ow.div_ceil(2));
     let u = kernel_transform(weight, s);
     let (units, par) = units(s.n, (th, tw), TILES, TILES.div_ceil(tw));
-    let mut y = vec![0.0f32; s.n * co * oh * ow];
+    let mut y = zeros(s.n * co * oh * ow);
     for_each_unit(&units, par, &mut y, co * oh * ow, |unit, y| {
         let tiling = Tiling::of(unit, tw, oh);
         let (tiles, pixels) = (tiling.tiles(), tiling.out_rows() * ow);
@@ -219,8 +220,8 @@ pub fn forward(x: &[f32], weight: &[f32], s: &ConvShape) -> Vec<f32> {
             let v = transformed_input(x, s, unit, &tiling, v, tmp);
             let (m, out) = m.split_at_mut(16 * co * tiles);
             for xi in 0..16 {
-                let (m, v, u) = (&mut m[xi * tiles * co..], &v[xi * tiles * c..], &u[xi * c * co..]);
-                matmul((tiles, co, c), (m.as_mut_ptr(), co, 1), (v.as_ptr(), c, 1), (u.as_ptr(), co, 1), false, par);
+                let (m, v, u) = (&mut m[xi * tiles * co..], &v[xi * tiles * c..], &u[xi * co..]);
+                matmul((tiles, co, c), (m.as_mut_ptr(), co, 1), (v.as_ptr(), c, 1), (u.as_ptr(), 16 * co, 1), false, par);
             }
             output_transform(m, &tiling, ow, co, out, tmp);
             // Channels-last to the NCHW output.
@@ -316,9 +317,9 @@ pub fn weight_grad(x: &[f32], dy: &[f32], s: &ConvShape) -> Vec<f32> {
             }
             gradient_transform(dy_hwc, &tiling, ow, co, m, tmp);
             for xi in 0..16 {
-                let (du, v, m) = (&mut du[xi * c * co..], &v[xi * tiles * c..], &m[xi * tiles * co..]);
-                // ∂U_ξ (c × co) += V_ξᵀ (c × tiles) · Ŷ_ξ (tiles × co)
-                matmul((c, co, tiles), (du.as_mut_ptr(), co, 1), (v.as_ptr(), 1, c), (m.as_ptr(), co, 1), true, par);
+                let (du, v, m) = (&mut du[xi * co..], &v[xi * tiles * c..], &m[xi * tiles * co..]);
+                // ∂U_ξ (c × co, rows 16·co apart) += V_ξᵀ (c × tiles) · Ŷ_ξ (tiles × co)
+                matmul((c, co, tiles), (du.as_mut_ptr(), 16 * co, 1), (v.as_ptr(), 1, c), (m.as_ptr(), co, 1), true, par);
             }
         });
         du
@@ -326,19 +327,20 @@ pub fn weight_grad(x: &[f32], dy: &[f32], s: &ConvShape) -> Vec<f32> {
     let du = sum_over_units(&units, par, 16 * c * co, unit_grad);
     // Gᵀ = [[1, ½, ½, 0], [0, ½, −½, 0], [0, ½, ½, 1]] on both sides.
     let gt = |v: [f32; 4]| [v[0] + 0.5 * (v[1] + v[2]), 0.5 * (v[1] - v[2]), 0.5 * (v[1] + v[2]) + v[3]];
-    let mut dw = vec![0.0f32; co * c * 9];
-    for ch in 0..c {
-        for o in 0..co {
-            let at = |xi: usize| du[(xi * c + ch) * co + o];
+    // One output channel per task: reads `∂U[·][·][o]` across the whole sum.
+    let mut dw = zeros(co * c * 9);
+    dw.par_chunks_mut(c * 9).enumerate().for_each(|(o, dw)| {
+        for ch in 0..c {
+            let at = |xi: usize| du[(ch * 16 + xi) * co + o];
             let rows: [[f32; 3]; 4] = std::array::from_fn(|i| gt(std::array::from_fn(|j| at(4 * i + j))));
             for q in 0..3 {
                 let column = gt(std::array::from_fn(|i| rows[i][q]));
                 for r in 0..3 {
-                    dw[(o * c + ch) * 9 + 3 * r + q] = column[r];
+                    dw[ch * 9 + 3 * r + q] = column[r];
                 }
             }
         }
-    }
+    });
     dw
 }
 
