@@ -206,6 +206,32 @@ fn gradients_through_autodiff_match_burn() {
     }
 }
 
+/// A residual block's end, `relu(a + b)`, through autodiff: the same values and gradients (to
+/// both summands) as burn's add and ReLU, over more values than one task takes and with sums
+/// that are exactly zero (where the ReLU's gradient is 0 on both sides).
+#[test]
+fn residual_add_relu_matches_burn() {
+    let device = Device::flex().autodiff();
+    let tensor = |t: FlexTensor| Tensor::<4>::from_data(t.into_data(), &device);
+    let shape = [3, 16, 33, 35];
+    let a = tensor(random(&shape, 7, 0.0));
+    // b = −a in the first image: a + b = 0 exactly there.
+    let b = Tensor::cat(vec![a.clone().narrow(0, 0, 1).neg(), tensor(random(&shape, 8, 0.0)).narrow(0, 1, 2)], 0);
+    let (a, b) = (a.require_grad(), b.require_grad());
+    let probe = tensor(random(&shape, 9, 0.0));
+
+    let ours = ops::add_relu(a.clone(), b.clone());
+    let theirs = burn::tensor::activation::relu(a.clone() + b.clone());
+    let flat = |t: Tensor<4>| FlexTensor::from_data(t.into_data());
+    assert_eq!(rel_diff(flat(ours.clone()), flat(theirs.clone())), 0.0, "values");
+    let grads_ours = (ours * probe.clone()).sum().backward();
+    let grads_burn = (theirs * probe).sum().backward();
+    for (name, t) in [("a", &a), ("b", &b)] {
+        let (g_ours, g_burn) = (flat(t.grad(&grads_ours).unwrap()), flat(t.grad(&grads_burn).unwrap()));
+        assert_eq!(rel_diff(g_ours, g_burn), 0.0, "gradient of {name}");
+    }
+}
+
 /// Two workers summing through memory, as MPI would between processes (a test double).
 #[derive(Debug)]
 struct TwoWorkers {

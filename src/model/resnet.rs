@@ -5,9 +5,9 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 // Convolution and BatchNorm(+ReLU) run through barlow's CPU kernels (burn's ops on other backends).
+use crate::ops::add_relu;
 use crate::ops::modules::{batch_norm, conv2d};
 use serde::{Deserialize, Serialize};
 
@@ -159,7 +159,7 @@ impl Block {
         if let (Some(conv3), Some(bn3)) = (&self.conv3, &self.bn3) {
             out = batch_norm(bn3, conv2d(conv3, out), false);
         }
-        relu(out + identity)
+        add_relu(out, identity)
     }
 }
 

@@ -58,6 +58,21 @@ impl<B: Backend + Kernels> Backward<B, 3> for BatchNormBackward {
     }
 }
 
+#[derive(Debug)]
+struct AddReluBackward;
+
+impl<B: Backend + Kernels> Backward<B, 2> for AddReluBackward {
+    /// The output: where it is positive the gradient passes to both summands.
+    type State = Primitive<B>;
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = B::relu_grad(ops.state, grads.consume::<B>(&ops.node));
+        for node in ops.parents.into_iter().flatten() {
+            grads.register::<B>(node.id, grad.clone());
+        }
+    }
+}
+
 impl<B: Backend + Kernels, C: CheckpointStrategy> Kernels for Autodiff<B, C> {
     fn conv2d_forward(x: FloatTensor<Self>, weight: FloatTensor<Self>, options: ConvOptions<2>) -> FloatTensor<Self> {
         match Conv2dBackward.prepare::<C>([x.node(), weight.node()]).compute_bound().stateful() {
@@ -67,6 +82,16 @@ impl<B: Backend + Kernels, C: CheckpointStrategy> Kernels for Autodiff<B, C> {
                 prep.finish(state, y)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::conv2d_forward(x.into_primitive(), weight.into_primitive(), options)),
+        }
+    }
+
+    fn add_relu(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        match AddReluBackward.prepare::<C>([a.node(), b.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let y = B::add_relu(a.into_primitive(), b.into_primitive());
+                prep.finish(y.clone(), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::add_relu(a.into_primitive(), b.into_primitive())),
         }
     }
 

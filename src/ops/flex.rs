@@ -4,9 +4,10 @@
 use super::{ChannelSync, Kernels};
 use super::batch_norm::{self, BnShape};
 use super::conv::{self, ConvShape};
+use super::elementwise;
 use burn::backend::Flex;
 use burn::backend::flex::{FlexTensor, Layout};
-use burn::backend::ops::{ActivationOps, ConvOptions, ModuleOps};
+use burn::backend::ops::{ActivationOps, ConvOptions, FloatTensorOps, ModuleOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{DType, TensorMetadata};
 use burn::tensor::{Bytes, Shape};
@@ -78,6 +79,21 @@ impl Kernels for Flex {
             Some(s) => tensor(conv::weight_grad(&values(&x), &values(&output_grad), &s), weight.shape()),
             None => Flex::conv2d_weight_backward(x, weight, output_grad, options),
         }
+    }
+
+    fn add_relu(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        if !is_f32(&[&a, &b]) || a.shape() != b.shape() {
+            return Flex::relu(Flex::float_add(a, b));
+        }
+        let (va, vb) = (values(&a), values(&b));
+        tensor(elementwise::add_relu(&va, &vb), a.shape())
+    }
+
+    fn relu_grad(output: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        if !is_f32(&[&output, &grad]) || output.shape() != grad.shape() {
+            return Flex::relu_backward(output, grad);
+        }
+        tensor(elementwise::relu_grad(&values(&output), &values(&grad)), grad.shape())
     }
 
     fn batch_norm_forward(

@@ -11,6 +11,7 @@
 mod autodiff;
 pub mod batch_norm;
 mod columns;
+mod elementwise;
 #[cfg(feature = "flex")]
 pub mod bench;
 pub mod conv;
@@ -54,6 +55,16 @@ pub trait Kernels: Backend {
         options: ConvOptions<2>,
     ) -> FloatTensor<Self> {
         Self::conv2d_weight_backward(x, weight, output_grad, options)
+    }
+
+    /// `relu(a + b)`: the end of a residual block.
+    fn add_relu(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::relu(Self::float_add(a, b))
+    }
+
+    /// The gradient through a ReLU whose output was `output`: `grad` where `output > 0`, else 0.
+    fn relu_grad(output: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::relu_backward(output, grad)
     }
 
     /// Training-mode BatchNorm over the batch and every axis after the channels, then a ReLU
@@ -112,6 +123,15 @@ pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, options: ConvOptions<2>) -> Tenso
         return burn::tensor::module::conv2d(x, weight, None, options);
     }
     Tensor::from_dispatch(<Dispatch as Kernels>::conv2d_forward(x.into_dispatch(), weight.into_dispatch(), options))
+}
+
+/// `relu(a + b)` (a residual block's sum): one pass on every core on the CPU, burn's two ops
+/// elsewhere.
+pub fn add_relu<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
+    if !on_fast_backend(&a) || a.shape() != b.shape() {
+        return burn::tensor::activation::relu(a + b);
+    }
+    Tensor::from_dispatch(<Dispatch as Kernels>::add_relu(a.into_dispatch(), b.into_dispatch()))
 }
 
 /// The output and batch statistics of training-mode BatchNorm (`relu` fuses the ReLU after it).
