@@ -217,9 +217,10 @@ pub(super) fn sum_over_units(units: &[Unit], par: Parallelism, len: usize, unit_
         .collect();
     let (mut sum, rest) = parts.split_first_mut().map(|(s, r)| (std::mem::take(s), r)).expect("at least one unit");
     // The same additions in the same order in every chunk, whichever thread runs it.
-    sum.par_chunks_mut(1 << 14).enumerate().for_each(|(i, sum)| {
+    const CHUNK: usize = 1 << 14;
+    sum.par_chunks_mut(CHUNK).enumerate().for_each(|(i, sum)| {
         for part in &*rest {
-            sum.iter_mut().zip(&part[i << 14..]).for_each(|(a, b)| *a += b);
+            sum.iter_mut().zip(&part[i * CHUNK..]).for_each(|(a, b)| *a += b);
         }
     });
     sum
