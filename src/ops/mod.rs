@@ -19,6 +19,7 @@ pub mod conv;
 mod flex;
 pub mod modules;
 pub mod precision;
+mod transpose;
 mod winograd;
 
 use burn::backend::ops::ConvOptions;

@@ -14,6 +14,8 @@
 //! differences of 1e-6, as for the im2col path).
 
 use super::conv::{ConvShape, Unit, for_each_unit, matmul, sum_over_units, units, with_scratch, zeros};
+use super::transpose::transpose;
+use gemm::Parallelism;
 use rayon::prelude::*;
 
 /// Tiles a unit aims for (the columns of each of its 16 products); a unit's `rows` are tile rows.
@@ -136,6 +138,13 @@ impl Tiling {
         16 * c * self.tiles() + self.images * self.band_rows() * self.pw() * c
     }
 
+    /// Scratch for the 16 products (`16 × tiles × co`) and the unit's output rows channels-last
+    /// (`images × out_rows × ow × co`): the forward pass writes the products and reads the rows
+    /// out of them, the weight gradient reads the rows and writes the products from them.
+    fn products_len(&self, ow: usize, co: usize) -> usize {
+        16 * co * self.tiles() + self.images * self.out_rows() * ow * co
+    }
+
     /// Scratch for the transforms' vectors: a band's four transformed rows, or 16 vectors of
     /// output channels.
     fn tmp_len(&self, c: usize, co: usize) -> usize {
@@ -205,18 +214,23 @@ fn output_transform(m: &[f32], tiling: &Tiling, ow: usize, co: usize, out: &mut 
     }
 }
 
+/// Tiles per row of an output, and the units they are cut into (with their parallelism).
+fn plan(s: &ConvShape) -> (usize, Vec<Unit>, Parallelism) {
+    let (th, tw) = (s.out_h().div_ceil(2), s.out_w().div_ceil(2));
+    let (units, par) = units(s.n, (th, tw), TILES, TILES.div_ceil(tw));
+    (tw, units, par)
+}
+
 /// `y = conv(x, weight)` for a convolution that [`applies`].
 pub fn forward(x: &[f32], weight: &[f32], s: &ConvShape) -> Vec<f32> {
     let (oh, ow, c, co) = (s.out_h(), s.out_w(), s.c_in, s.c_out);
-    let (th, tw) = (oh.div_ceil(2), ow.div_ceil(2));
     let u = kernel_transform(weight, s);
-    let (units, par) = units(s.n, (th, tw), TILES, TILES.div_ceil(tw));
+    let (tw, units, par) = plan(s);
     let mut y = zeros(s.n * co * oh * ow);
     for_each_unit(&units, par, &mut y, co * oh * ow, |unit, y| {
         let tiling = Tiling::of(unit, tw, oh);
         let (tiles, pixels) = (tiling.tiles(), tiling.out_rows() * ow);
-        let out_len = 16 * co * tiles + tiling.images * pixels * co;
-        with_scratch([tiling.input_len(c), out_len, tiling.tmp_len(c, co)], |v, m, tmp| {
+        with_scratch([tiling.input_len(c), tiling.products_len(ow, co), tiling.tmp_len(c, co)], |v, m, tmp| {
             let v = transformed_input(x, s, unit, &tiling, v, tmp);
             let (m, out) = m.split_at_mut(16 * co * tiles);
             for xi in 0..16 {
@@ -302,13 +316,11 @@ fn gradient_transform(dy: &[f32], tiling: &Tiling, ow: usize, co: usize, m: &mut
 /// inner dimension runs over every tile — then `∂L/∂g = Gᵀ (∂L/∂U) G`.
 pub fn weight_grad(x: &[f32], dy: &[f32], s: &ConvShape) -> Vec<f32> {
     let (oh, ow, c, co) = (s.out_h(), s.out_w(), s.c_in, s.c_out);
-    let (th, tw) = (oh.div_ceil(2), ow.div_ceil(2));
-    let (units, par) = units(s.n, (th, tw), TILES, TILES.div_ceil(tw));
+    let (tw, units, par) = plan(s);
     let unit_grad = |mut du: Vec<f32>, unit: &Unit| -> Vec<f32> {
         let tiling = Tiling::of(unit, tw, oh);
         let (tiles, pixels) = (tiling.tiles(), tiling.out_rows() * ow);
-        let grad_len = 16 * co * tiles + tiling.images * pixels * co;
-        with_scratch([tiling.input_len(c), grad_len, tiling.tmp_len(c, co)], |v, m, tmp| {
+        with_scratch([tiling.input_len(c), tiling.products_len(ow, co), tiling.tmp_len(c, co)], |v, m, tmp| {
             let v = transformed_input(x, s, unit, &tiling, v, tmp);
             let (m, dy_hwc) = m.split_at_mut(16 * co * tiles);
             for (b, n) in unit.images.clone().enumerate() {
@@ -342,63 +354,4 @@ pub fn weight_grad(x: &[f32], dy: &[f32], s: &ConvShape) -> Vec<f32> {
         }
     });
     dw
-}
-
-/// `dst[j·dst_stride + i] = src[i·src_stride + j]` for `(i, j)` < `(rows, cols)`: 8×8 blocks
-/// with AVX shuffles where the CPU has them, the rest one value at a time.
-fn transpose(src: &[f32], src_stride: usize, dst: &mut [f32], dst_stride: usize, (rows, cols): (usize, usize)) {
-    const B: usize = 8;
-    let (mut full_rows, mut full_cols) = (0, 0);
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx") && rows >= B && cols >= B {
-        (full_rows, full_cols) = (rows / B * B, cols / B * B);
-        // Bounds of the last block read and written, checked once for all blocks.
-        assert!(src.len() >= (full_rows - 1) * src_stride + full_cols);
-        assert!(dst.len() >= (full_cols - 1) * dst_stride + full_rows);
-        for i0 in (0..full_rows).step_by(B) {
-            for j0 in (0..full_cols).step_by(B) {
-                // SAFETY: AVX is present; the block lies inside both slices (asserted above).
-                unsafe { transpose8x8(src.as_ptr().add(i0 * src_stride + j0), src_stride, dst.as_mut_ptr().add(j0 * dst_stride + i0), dst_stride) }
-            }
-        }
-    }
-    let mut one = |i: usize, j: usize| dst[j * dst_stride + i] = src[i * src_stride + j];
-    for i in 0..rows {
-        for j in full_cols..cols {
-            one(i, j);
-        }
-    }
-    for i in full_rows..rows {
-        for j in 0..full_cols {
-            one(i, j);
-        }
-    }
-}
-
-/// One 8×8 block of [`transpose`]: the textbook unpack / shuffle / lane-permute sequence.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx")]
-unsafe fn transpose8x8(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
-    use std::arch::x86_64::*;
-    // SAFETY (all below): the caller guarantees 8 rows of 8 values at `src` and at `dst`.
-    unsafe {
-        let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(src.add(i * src_stride)));
-        let lo = |a: usize, b: usize| _mm256_unpacklo_ps(r[a], r[b]);
-        let hi = |a: usize, b: usize| _mm256_unpackhi_ps(r[a], r[b]);
-        let t = [lo(0, 1), hi(0, 1), lo(2, 3), hi(2, 3), lo(4, 5), hi(4, 5), lo(6, 7), hi(6, 7)];
-        let s = [
-            _mm256_shuffle_ps::<0x44>(t[0], t[2]),
-            _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
-            _mm256_shuffle_ps::<0x44>(t[1], t[3]),
-            _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
-            _mm256_shuffle_ps::<0x44>(t[4], t[6]),
-            _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
-            _mm256_shuffle_ps::<0x44>(t[5], t[7]),
-            _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
-        ];
-        for j in 0..4 {
-            _mm256_storeu_ps(dst.add(j * dst_stride), _mm256_permute2f128_ps::<0x20>(s[j], s[4 + j]));
-            _mm256_storeu_ps(dst.add((4 + j) * dst_stride), _mm256_permute2f128_ps::<0x31>(s[j], s[4 + j]));
-        }
-    }
 }
