@@ -72,7 +72,7 @@ fn step(model: Model, config: &Config, lr: f64, step: usize) -> Model {
 fn the_momentum_network_starts_as_a_copy_with_running_statistics_of_its_own() {
     let config = config("byol", "");
     let device = common::device();
-    device.seed(1);
+    let _generator = common::seeded(&device, 1);
     let model = config.model().init(&device);
     let (online, target) = (tensors(&model.backbone), tensors(&model.momentum.as_ref().unwrap().backbone));
     assert_eq!(online, target, "the target starts as the online encoder");
@@ -88,7 +88,7 @@ fn after_each_step_the_target_moves_towards_the_online_network_by_tau() {
     // SGD at rate 1 so that the online network moves far beyond rounding in one step.
     let config = Config::parse(&config("byol", "ema = [0.9, 1.0]").to_toml(), &["optim.optimizer=\"sgd\"".into()]).unwrap();
     let device = common::device();
-    device.seed(2);
+    let _generator = common::seeded(&device, 2);
     let before = config.model().init(&device);
     let target_before = tensors(before.momentum.as_ref().unwrap());
     let after = step(before, &config, 1.0, 0);
@@ -116,7 +116,7 @@ fn after_each_step_the_target_moves_towards_the_online_network_by_tau() {
 fn moco_enqueues_each_steps_keys_at_the_pointer() {
     let config = config("moco", "queue = 24\nsymmetric = true");
     let device = common::device();
-    device.seed(3);
+    let _generator = common::seeded(&device, 3);
     let mut model = config.model().init(&device);
     let queue = |m: &Model| tensors(m.queue.as_ref().unwrap())["keys"].clone();
     let start = queue(&model);
@@ -146,7 +146,7 @@ fn simsiams_predictor_keeps_its_rate_while_the_schedule_is_at_zero() {
     ])
     .unwrap();
     let device = common::device();
-    device.seed(4);
+    let _generator = common::seeded(&device, 4);
     let before = config.model().init(&device);
     let (p0, b0) = (tensors(before.predictor.as_ref().unwrap()), tensors(&before.backbone));
     // Factor 0: the first warm-up step. Only the fixed-rate group moves.

@@ -9,6 +9,16 @@ pub fn device() -> Device {
     barlow::backend::device("auto").expect("a backend").autodiff()
 }
 
+/// Seeds the device's random generator and holds it until the guard drops: the generator is
+/// one for the whole process, so tests running side by side would otherwise draw from each
+/// other's seeds and a seeded test would not repeat.
+pub fn seeded(device: &Device, seed: u64) -> std::sync::MutexGuard<'static, ()> {
+    static GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let guard = GENERATOR.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    device.seed(seed);
+    guard
+}
+
 pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
