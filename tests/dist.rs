@@ -327,23 +327,28 @@ fn mpi_two_ranks_match_one() {
     assert_eq!(text.matches("2 ranks match 1 process").count(), 2, "{text}");
 }
 
-/// BYOL and SimSiam, whose loss is a mean over the images, and SimCLR and VICReg, whose loss
-/// reads the gathered projections of the whole batch: 2 and 4 workers (each its shard, BatchNorm
-/// synchronised, gradients averaged) train as one process with the global batch — the global
-/// loss of every step and every weight after 3 steps, BYOL's momentum network included. Without
-/// synchronised BatchNorm the same check fails (each shard's statistics).
+/// BYOL, SimSiam and MoCo, whose loss is a mean over the images, and SimCLR and VICReg, whose
+/// loss reads the gathered projections of the whole batch: 2 and 4 workers (each its shard,
+/// BatchNorm synchronised, gradients averaged) train as one process with the global batch — the
+/// global loss of every step and every weight after 3 steps, the momentum networks and MoCo's
+/// queue (every worker's keys, in rank order) included. Without synchronised BatchNorm the same
+/// check fails (each shard's statistics).
 #[test]
 fn the_other_methods_train_over_workers_as_one_process() {
     use barlow::config::Config;
     use barlow::methods::Model;
     use barlow::train::Progress;
     let device = common::device();
-    for preset in ["byol-cifar10", "simsiam-cifar10", "simclr-cifar10", "vicreg-cifar10"] {
+    for preset in ["byol-cifar10", "simsiam-cifar10", "simclr-cifar10", "vicreg-cifar10", "moco-cifar10"] {
         let mut small = vec!["model.width=4".to_string(), "model.projector=[32, 16]".to_string()];
         if preset.starts_with("byol") || preset.starts_with("simsiam") {
             small.push("model.predictor=[32, 16]".into());
         }
-        let config = Config::load(preset, &small).unwrap().model();
+        if preset.starts_with("moco") {
+            // Two global batches: the third step writes over the first's keys.
+            small.extend([format!("model.queue={}", 2 * N), format!("optim.batch_size={N}")]);
+        }
+        let config = Config::load(preset, &small).unwrap_or_else(|e| panic!("{e:#}")).model();
         device.seed(7);
         let initial = config.init(&device);
         let fresh = || -> Model {
@@ -414,17 +419,4 @@ fn the_other_methods_train_over_workers_as_one_process() {
             }
         }
     }
-}
-
-/// MoCo is not wired into data-parallel training yet: with several workers it is refused before
-/// anything trains; with one worker it is the plain trainer.
-#[test]
-fn other_methods_are_refused_with_several_workers() {
-    let config = barlow::config::Config::load("moco-cifar10", &[]).unwrap();
-    let out = std::env::temp_dir().join("barlow-dist-refusal");
-    let two: barlow::dist::Comm = std::sync::Arc::new(barlow::dist::ThreadGroup::new(2).remove(0));
-    let err = barlow::dist::Job::new(two, &config, &out).err().expect("moco over 2 workers must be refused");
-    assert!(format!("{err:#}").contains("one process only"), "{err:#}");
-    let one: barlow::dist::Comm = std::sync::Arc::new(barlow::dist::Single);
-    barlow::dist::Job::new(one, &config, &out).expect("moco in one process");
 }

@@ -19,8 +19,12 @@ const TINY: [&str; 9] = [
     "--set=train.seed=5",
 ];
 
-/// `barlow train` in `out`, under `mpirun -np ranks` when `ranks > 1`.
+/// `barlow train --config quick` in `out`, under `mpirun -np ranks` when `ranks > 1`.
 fn train(out: &Path, ranks: usize, extra: &[&str]) -> String {
+    train_preset("quick", out, ranks, extra)
+}
+
+fn train_preset(preset: &str, out: &Path, ranks: usize, extra: &[&str]) -> String {
     let exe = env!("CARGO_BIN_EXE_barlow");
     let mut cmd = match ranks {
         1 => Command::new(exe),
@@ -30,7 +34,7 @@ fn train(out: &Path, ranks: usize, extra: &[&str]) -> String {
             c
         }
     };
-    cmd.args(["train", "--config", "quick", "--out"]).arg(out).args(TINY).args(extra);
+    cmd.args(["train", "--config", preset, "--out"]).arg(out).args(TINY).args(extra);
     let output = cmd.output().expect("running barlow (and mpirun: apt-get install openmpi-bin)");
     let text = String::from_utf8_lossy(&output.stdout).to_string() + &String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{ranks} process(es) failed:\n{text}");
@@ -83,6 +87,20 @@ fn two_processes_train_and_resume_as_one_process() {
         // or gradient scale moves the loss by percents.
         assert!(diff < 1e-4, "{name}: step losses differ from one process's by {diff:.1e}");
     }
+}
+
+/// MoCo end to end: every process enqueues the whole global batch's keys, so two processes
+/// train as one does (the loss of each step reads the queue of the steps before it).
+#[test]
+fn moco_over_two_processes_trains_as_one_process() {
+    let moco = ["--set=data.dataset=\"fashion-mnist-sample\"", "--set=model.queue=128", "--set=train.max_steps=8"];
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    train_preset("moco-cifar10", one.path(), 1, &moco);
+    let text = train_preset("moco-cifar10", two.path(), 2, &moco);
+    assert!(text.contains("global batch 64 = 2 × 32"), "{text}");
+    let diff = loss_difference(two.path(), one.path());
+    println!("MoCo, two processes: largest relative difference of a step's loss from one process: {diff:.1e}");
+    assert!(diff < 1e-4, "MoCo's step losses differ from one process's by {diff:.1e}");
 }
 
 #[test]

@@ -8,7 +8,7 @@ use super::{Comm, prefix, watchdog};
 use crate::checkpoint::Checkpoint;
 use crate::config::Config;
 use crate::loss::Loss;
-use crate::methods::{Method, Model};
+use crate::methods::Model;
 use crate::train::Progress;
 use crate::ops::precision::Precision;
 use anyhow::{Context, Result, bail};
@@ -37,13 +37,6 @@ impl Job {
                  job; {batch} is not a multiple of {workers}. Choose a batch size that is (say {}), or another \
                  number of processes",
                 (batch / workers).max(1) * workers
-            );
-        }
-        if workers > 1 && config.model.method == Method::Moco {
-            bail!(
-                "model.method = \"moco\" trains in one process only so far: data-parallel training ({workers} \
-                 processes) covers Barlow Twins, SimCLR, BYOL, SimSiam and VICReg; MoCo's queue and shuffled \
-                 BatchNorm over processes are still to do"
             );
         }
         if workers > 1 {

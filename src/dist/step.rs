@@ -73,12 +73,13 @@ impl Parallel {
     /// - SimCLR, VICReg: every worker gathers all projections and computes the global batch's
     ///   loss (SimCLR's negatives, VICReg's variance and covariance); the gather's backward sums
     ///   the gradient over the workers, as the sum of C does;
-    /// - BYOL, SimSiam, whose loss is a mean over the images: each worker's shard mean; with
-    ///   `sync_bn` every BatchNorm (encoder, heads, momentum network) runs over the global batch
-    ///   (the papers' SyncBN), else over each shard. The returned loss is the global mean (a
-    ///   detached sum over the workers, for the log).
+    /// - BYOL, SimSiam, MoCo, whose loss is a mean over the images: each worker's shard mean;
+    ///   with `sync_bn` every BatchNorm (encoder, heads, momentum network) runs over the global
+    ///   batch (the papers' SyncBN), else over each shard. The returned loss is the global mean
+    ///   (a detached sum over the workers, for the log). MoCo's queue takes every worker's keys
+    ///   in rank order (its `concat_all_gather`), so all workers hold the one process's queue.
     ///
-    /// BatchNorm elsewhere as in [`Parallel::project`]. MoCo is refused by [`super::Job::new`].
+    /// BatchNorm elsewhere as in [`Parallel::project`].
     #[allow(clippy::too_many_arguments)]
     pub fn train_step(
         &self,
@@ -90,7 +91,7 @@ impl Parallel {
         precision: Precision,
         progress: Progress,
     ) -> (Model, Loss) {
-        let shard_mean = matches!(model.objective, Objective::Byol | Objective::Simsiam);
+        let shard_mean = matches!(model.objective, Objective::Byol | Objective::Simsiam | Objective::Moco { .. });
         let (loss, state) = match model.objective {
             Objective::Barlow { lambda } => (self.barlow(&model, y1, y2, precision, lambda).0.into(), StepState::none()),
             Objective::Simclr { .. } | Objective::Vicreg(_) => {
@@ -98,11 +99,11 @@ impl Parallel {
                 let (z_a, z_b) = (all_gather(z_a, &self.comm), all_gather(z_b, &self.comm));
                 (model.loss_of_projections(z_a, z_b).expect("SimCLR's and VICReg's loss"), StepState::none())
             }
-            Objective::Byol | Objective::Simsiam => {
+            Objective::Byol | Objective::Simsiam | Objective::Moco { .. } => {
                 let sync = if self.sync_bn { self.sync() } else { None };
-                synchronised(sync, || autocast(precision, || model.forward_step(y1, y2)))
+                let (loss, state) = synchronised(sync, || autocast(precision, || model.forward_step(y1, y2)));
+                (loss, state.map_keys(|keys| gather_keys(keys, &self.comm)))
             }
-            Objective::Moco { .. } => unreachable!("Job::new refuses MoCo over several workers"),
         };
         let grads = average_gradients(GradientsParams::from_grads(loss.total.backward(), &model), &model, &self.comm);
         let model = optim.step(lr, model, grads);
@@ -116,6 +117,18 @@ impl Parallel {
         };
         (model.after_step(state, progress.step, progress.total), loss)
     }
+}
+
+/// Every worker's keys (`views × n × D` each) as one global batch in rank order
+/// (`views × W·n × D`), in one all-gather.
+fn gather_keys(keys: Tensor<3>, comm: &Comm) -> Tensor<3> {
+    if comm.size() == 1 {
+        return keys;
+    }
+    let [views, n, d] = keys.dims();
+    let rows = keys.detach().swap_dims(0, 1).reshape([n, views * d]);
+    let all = all_gather(rows, comm);
+    all.reshape([comm.size() * n, views, d]).swap_dims(0, 1)
 }
 
 /// Replaces every parameter gradient by its mean over the workers, in one all-reduce.

@@ -254,6 +254,12 @@ impl StepState {
     pub fn none() -> StepState {
         StepState { keys: None }
     }
+
+    /// The same state with MoCo's keys (`views × N × D`) replaced by `f(keys)`: in a
+    /// data-parallel step, every worker's keys, so that every worker enqueues the global batch.
+    pub fn map_keys(self, f: impl FnOnce(Tensor<3>) -> Tensor<3>) -> StepState {
+        StepState { keys: self.keys.map(f) }
+    }
 }
 
 impl Model {
