@@ -6,7 +6,10 @@
 #   scripts/gpu_check.sh --cpu-dry-run [KIT [OUT]]     # every stage here, tiny, with target/release/barlow
 #
 # KIT (default gpu-kit/, made by scripts/gpu_kit.sh, see DEVELOPERS.md) holds the stripped,
-# compressed `--features cuda,wgpu` binary, the Vulkan loader .debs and the CIFAR-10 JPEG copy.
+# compressed `--features cuda,wgpu` binary, the `--features tch` binary (built against the
+# PyTorch version in barlow-tch.torch; it loads this machine's PyTorch libraries, and its stages
+# fail at once where another version is installed), the Vulkan loader .debs and the CIFAR-10
+# JPEG copy. A dry run takes its tch binary from $BARLOW_TCH and the libraries from $BARLOW_TCH_LIB.
 # OUT (default $OUT, else /tmp/gpu-check) receives gpu_check.log (everything), results.jsonl
 # (one JSON object per measurement), summary.md (the table) and train_metrics.jsonl.
 #
@@ -21,7 +24,7 @@ cd "$(dirname "$0")/.."
 dry=0 budget=540
 # The check runs after the rows: on an empty kernel cache each new shape's first step compiles for
 # about 84 s (H200, 2026-11-27), which would time the check out before anything is measured.
-stages="setup row1-cuda row1-torch row2-cuda row2-torch check-cuda tf32-torch row1bf-cuda row2bf-cuda train-cuda check-wgpu row1-wgpu row2-wgpu"
+stages="setup row1-cuda row1-torch row2-cuda row2-torch check-cuda tf32-torch row1bf-cuda row2bf-cuda train-cuda check-tch row1-tch row2-tch row1bf-tch row2bf-tch check-wgpu row1-wgpu row2-wgpu"
 while [ $# -gt 0 ]; do
   case $1 in
     --cpu-dry-run) dry=1; shift ;;
@@ -63,7 +66,7 @@ run_stage() {
 }
 
 if [ $dry = 1 ]; then
-  bin=target/release/barlow
+  bin=target/release/barlow tch_bin=${BARLOW_TCH:-none} torch_lib=${BARLOW_TCH_LIB:-}
   python=python3; [ -x .venv-ref/bin/python ] && python=.venv-ref/bin/python
   # The shapes of the two rows, made tiny; the stems stay (≤ 64 px CIFAR, above it ImageNet).
   row1="--width 8 --projector 64-64 --batch 8 --size 16"
@@ -73,7 +76,7 @@ if [ $dry = 1 ]; then
   train_set="--set model.width=8 --set model.projector=[64,64] --set optim.batch_size=64 --set data.limit=2048 --set train.knn_every=0"
   steps=2 warm=30 train_secs=60
 else
-  bin=$work/barlow python=python3
+  bin=$work/barlow python=python3 tch_bin=$work/barlow-tch torch_lib=""
   row1="--batch 256 --size 32 --projector 2048-2048-2048"
   row2="--arch resnet50 --batch 64 --size 224 --projector 8192-8192-8192"
   torch1=$row1 torch2=$row2 train_set=""
@@ -88,6 +91,15 @@ setup() {
       case $f in *.xz) xz -dc "$f" > "$bin" ;; *.gz) gzip -dc "$f" > "$bin" ;; esac
     done
     chmod +x "$bin"
+    if [ -f "$kit/barlow-tch.xz" ]; then
+      # Only for the PyTorch it was built against: LibTorch's C++ interface changes between versions.
+      want=$(cat "$kit/barlow-tch.torch") have=$("$python" -c 'import torch; print(torch.__version__.split("+")[0])')
+      if [ "${want%.*}" = "${have%.*}" ]; then
+        xz -dc "$kit/barlow-tch.xz" > "$tch_bin" && chmod +x "$tch_bin"
+      else
+        echo "barlow-tch was built against PyTorch $want; this machine has $have: no tch stages"
+      fi
+    fi
     # The Vulkan loader (wgpu needs it); unpacked into / as the device notes say.
     if ! ldconfig -p | grep -q libvulkan.so.1 && ls "$kit"/debs/*.deb > /dev/null 2>&1; then
       for f in "$kit"/debs/*.deb; do dpkg -x "$f" /; done
@@ -109,25 +121,46 @@ icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 egl=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
 [ -f $egl ] && export __EGL_VENDOR_LIBRARY_FILENAMES=$egl
 
-backend() { [ $dry = 1 ] && echo flex || echo "$1"; }
-bench() { "$bin" bench step --backend "$(backend "$1")" $2 --steps $steps --warmup-secs $warm --json; }
+# The PyTorch libraries barlow-tch loads: this machine's own.
+[ -z "$torch_lib" ] && torch_lib=$("$python" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))' 2>/dev/null)
+
+backend() {
+  case $1 in
+    tch) [ $dry = 1 ] && echo tch || echo tch-cuda ;;
+    *) [ $dry = 1 ] && echo flex || echo "$1" ;;
+  esac
+}
+# barlow for backend $1: the tch stages run barlow-tch with this machine's LibTorch.
+barlow() {
+  local b=$1; shift
+  if [ "$b" = tch ]; then
+    [ -x "$tch_bin" ] || { echo "no barlow-tch for this machine's PyTorch (see setup)" >&2; return 1; }
+    LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$tch_bin" "$@"
+  else
+    "$bin" "$@"
+  fi
+}
+bench() { barlow "$1" bench step --backend "$(backend "$1")" $2 --steps $steps --warmup-secs $warm --json; }
 check() {
   # Each stem once: ResNet-18 CIFAR as row 1 (smaller batch), ResNet-50 ImageNet at 96 px.
-  "$bin" bench check --backend "$(backend "$1")" --batch 16 --json &&
-  "$bin" bench check --backend "$(backend "$1")" --arch resnet50 --batch 8 --size 96 --projector 1024-1024-1024 --json
+  barlow "$1" bench check --backend "$(backend "$1")" --batch 16 --json &&
+  barlow "$1" bench check --backend "$(backend "$1")" --arch resnet50 --batch 8 --size 96 --projector 1024-1024-1024 --json
 }
 train() {
   # About two minutes of the cifar10 preset on the JPEG copy; the time limit ends it.
   rm -rf "$work/run"
-  timeout -s INT "$train_secs" "$bin" train --config cifar10 --set data.dataset=folder --data "$work/data/cifar10" \
+  # `timeout` needs a program, not the function above (its INT must reach barlow itself).
+  local exe=$bin libs=${LD_LIBRARY_PATH:-}
+  if [ "$1" = tch ]; then exe=$tch_bin libs=$torch_lib${libs:+:$libs}; [ -x "$exe" ] || return 1; fi
+  timeout -s INT "$train_secs" env LD_LIBRARY_PATH="$libs" "$exe" train --config cifar10 --set data.dataset=folder --data "$work/data/cifar10" \
     --set train.knn_every=1 $train_set --backend "$(backend "$1")" --out "$work/run"
   local rc=$?
   [ -f "$work/run/metrics.jsonl" ] && cp "$work/run/metrics.jsonl" "$out/train_metrics.jsonl"
   # Ended by the time limit is the plan; anything else is a failure.
   [ $rc = 0 ] || [ $rc = 124 ] || [ $rc = 130 ]
 }
-export -f setup backend bench check train
-export dry kit work bin python out steps warm train_secs train_set row1 row2
+export -f setup backend barlow bench check train
+export dry kit work bin tch_bin torch_lib python out steps warm train_secs train_set row1 row2
 
 say "gpu_check: kit $kit, out $out, budget ${budget}s, stages: $stages"
 for s in $stages; do
