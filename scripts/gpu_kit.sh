@@ -17,8 +17,16 @@ kit=${1:-gpu-kit}
 shared=${SHARED:-../shared}
 mkdir -p "$kit/debs"
 
-# burn's `cuda` downloads LLVM at build time; this points it at Debian's LLVM 22 instead.
+# burn's `cuda` downloads LLVM at build time; this points it at Debian's LLVM 22 instead. The
+# tool touches tracel's install marker, which a cubecl build script watches: its old time is put
+# back, or every run would rebuild from the cubecl crates up (≈ 35 min).
+markers=$(ls "$HOME"/.local/share/tracel/tracel-llvm-*/.tracel-llvm-installed 2>/dev/null || true)
+stamp=$(mktemp)
+touch -d @0 "$stamp"
+for m in $markers; do touch -r "$m" "$stamp"; done
 eval "$("$shared/tools/offline-llvm-for-cuda")"
+for m in $(ls "$HOME"/.local/share/tracel/tracel-llvm-*/.tracel-llvm-installed 2>/dev/null); do touch -r "$stamp" "$m"; done
+rm -f "$stamp"
 cargo build --release --features cuda,wgpu --target-dir target/cuda
 strip -o "$kit/barlow-gpu" target/cuda/release/barlow
 xz -T0 -9 -f "$kit/barlow-gpu"
