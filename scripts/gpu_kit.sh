@@ -42,7 +42,9 @@ if [ ! -d "$libtorch/torch/lib" ]; then
   unzip -q -o "$wheels"/torch-*.whl 'torch/include/*' 'torch/lib/*' 'torch/share/*' -d "$libtorch"
   rm -rf "$wheels"
 fi
-LIBTORCH=$PWD/$libtorch/torch LIBTORCH_BYPASS_VERSION_CHECK=1 LIBTORCH_CXX11_ABI=1 \
+# Without the LLVM link fix's RUSTFLAGS, which tch does not need (a change of RUSTFLAGS rebuilds
+# everything in its target directory).
+env -u RUSTFLAGS LIBTORCH=$PWD/$libtorch/torch LIBTORCH_BYPASS_VERSION_CHECK=1 LIBTORCH_CXX11_ABI=1 \
   cargo build --release --features tch --target-dir "target/tch-$torch_version"
 strip -o "$kit/barlow-tch" "target/tch-$torch_version/release/barlow"
 xz -T0 -9 -f "$kit/barlow-tch"
