@@ -130,15 +130,15 @@ backend() {
     *) [ $dry = 1 ] && echo flex || echo "$1" ;;
   esac
 }
-# barlow for backend $1: the tch stages run barlow-tch with this machine's LibTorch.
+# barlow for backend $1: the tch stages run barlow-tch with this machine's LibTorch. With `limit`
+# set, under `timeout -s INT $limit`, whose INT then reaches barlow itself (not a shell).
 barlow() {
-  local b=$1; shift
+  local b=$1 exe=$bin libs=${LD_LIBRARY_PATH:-}; shift
   if [ "$b" = tch ]; then
     [ -x "$tch_bin" ] || { echo "no barlow-tch for this machine's PyTorch (see setup)" >&2; return 1; }
-    LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$tch_bin" "$@"
-  else
-    "$bin" "$@"
+    exe=$tch_bin libs=$torch_lib${libs:+:$libs}
   fi
+  ${limit:+timeout -s INT "$limit"} env LD_LIBRARY_PATH="$libs" "$exe" "$@"
 }
 bench() { barlow "$1" bench step --backend "$(backend "$1")" $2 --steps $steps --warmup-secs $warm --json; }
 check() {
@@ -149,10 +149,7 @@ check() {
 train() {
   # About two minutes of the cifar10 preset on the JPEG copy; the time limit ends it.
   rm -rf "$work/run"
-  # `timeout` needs a program, not the function above (its INT must reach barlow itself).
-  local exe=$bin libs=${LD_LIBRARY_PATH:-}
-  if [ "$1" = tch ]; then exe=$tch_bin libs=$torch_lib${libs:+:$libs}; [ -x "$exe" ] || return 1; fi
-  timeout -s INT "$train_secs" env LD_LIBRARY_PATH="$libs" "$exe" train --config cifar10 --set data.dataset=folder --data "$work/data/cifar10" \
+  limit=$train_secs barlow "$1" train --config cifar10 --set data.dataset=folder --data "$work/data/cifar10" \
     --set train.knn_every=1 $train_set --backend "$(backend "$1")" --out "$work/run"
   local rc=$?
   [ -f "$work/run/metrics.jsonl" ] && cp "$work/run/metrics.jsonl" "$out/train_metrics.jsonl"
