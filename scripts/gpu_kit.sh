@@ -9,8 +9,9 @@
 #                        libraries it loads there: tch 0.22 is written for 2.9, and builds and
 #                        passes `bench check` against 2.11 with LIBTORCH_BYPASS_VERSION_CHECK
 # Usage (repository root, with ../shared beside it): scripts/gpu_kit.sh [KIT]
-# The build takes about 15 minutes on 2 cores the first time; it has its own target directory
-# (target/cuda), because the CUDA toolchain settings below would rebuild everything in target/.
+# Each build takes about 35 minutes on 2 cores the first time, later only what changed; each has
+# its own target directory (target/cuda, target/tch-VERSION), because the CUDA toolchain
+# settings below would rebuild everything in target/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kit=${1:-gpu-kit}
@@ -20,13 +21,12 @@ mkdir -p "$kit/debs"
 # burn's `cuda` downloads LLVM at build time; this points it at Debian's LLVM 22 instead. The
 # tool touches tracel's install marker, which a cubecl build script watches: its old time is put
 # back, or every run would rebuild from the cubecl crates up (≈ 35 min).
-markers=$(ls "$HOME"/.local/share/tracel/tracel-llvm-*/.tracel-llvm-installed 2>/dev/null || true)
-stamp=$(mktemp)
-touch -d @0 "$stamp"
-for m in $markers; do touch -r "$m" "$stamp"; done
+declare -A marker_time
+for m in "$HOME"/.local/share/tracel/tracel-llvm-*/.tracel-llvm-installed; do
+  [ -e "$m" ] && marker_time[$m]=$(stat -c %Y "$m")
+done
 eval "$("$shared/tools/offline-llvm-for-cuda")"
-for m in $(ls "$HOME"/.local/share/tracel/tracel-llvm-*/.tracel-llvm-installed 2>/dev/null); do touch -r "$stamp" "$m"; done
-rm -f "$stamp"
+for m in "${!marker_time[@]}"; do touch -d "@${marker_time[$m]}" "$m"; done
 cargo build --release --features cuda,wgpu --target-dir target/cuda
 strip -o "$kit/barlow-gpu" target/cuda/release/barlow
 xz -T0 -9 -f "$kit/barlow-gpu"
