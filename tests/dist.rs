@@ -30,8 +30,9 @@ fn config() -> BarlowTwinsConfig {
     BarlowTwinsConfig::new(encoder).with_projector(vec![32, 32, 16])
 }
 
+/// The model every test starts from: its parameters are drawn when first read, so the caller
+/// holds `common::seeded` for as long as it uses them.
 fn initial_model(device: &Device) -> BarlowTwins {
-    device.seed(7);
     config().init(device)
 }
 
@@ -177,6 +178,7 @@ fn threads(size: usize, reduce: Reduce, model: &BarlowTwins, device: &Device) ->
 #[test]
 fn two_and_four_workers_train_as_one_process_with_the_global_batch() {
     let device = common::device();
+    let _generator = common::seeded(&device, 7);
     let model = initial_model(&device);
     let whole = run(&Parallel::new(Arc::new(Single), true), &model, &device);
     for size in [2, 4] {
@@ -191,6 +193,7 @@ fn two_and_four_workers_train_as_one_process_with_the_global_batch() {
 #[test]
 fn the_non_differentiable_sum_of_c_fails_the_check() {
     let device = common::device();
+    let _generator = common::seeded(&device, 7);
     let model = initial_model(&device);
     let whole = run(&Parallel::new(Arc::new(Single), true), &model, &device);
     let ours = &threads(2, Reduce::Detached, &model, &device)[0];
@@ -297,6 +300,7 @@ fn mpi_worker() {
     let comm = barlow::dist::world().unwrap();
     assert_eq!(comm.size(), 2, "start this under mpirun -np 2");
     let device = common::device();
+    let _generator = common::seeded(&device, 7);
     let model = initial_model(&device);
     let whole = run(&Parallel::new(Arc::new(Single), true), &model, &device);
     let ours = run(&Parallel::new(comm.clone(), true), &model, &device);
@@ -349,7 +353,7 @@ fn the_other_methods_train_over_workers_as_one_process() {
             small.extend([format!("model.queue={}", 2 * N), format!("optim.batch_size={N}")]);
         }
         let config = Config::load(preset, &small).unwrap_or_else(|e| panic!("{e:#}")).model();
-        device.seed(7);
+        let _generator = common::seeded(&device, 7);
         let initial = config.init(&device);
         let fresh = || -> Model {
             let mut store = BurnpackStore::from_bytes(None);
