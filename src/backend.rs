@@ -65,6 +65,8 @@ pub fn device(name: &str) -> Result<Device> {
                 bail!("tch-cuda:{index} asked for, but LibTorch sees {found} CUDA device(s) (is it a CPU-only \
                        LibTorch, or is the NVIDIA driver missing?)");
             }
+            // f32 means f32, as on every other backend (cuDNN would use TF32 by default).
+            crate::ops::libtorch::allow_tf32(false);
             Device::libtorch_cuda(index)
         }
         other => bail!(

@@ -7,18 +7,13 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::ops::{ActivationOps, ConvOptions, ModuleOps};
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 
+#[path = "common/kernel_cases.rs"]
+mod kernel_cases;
+use kernel_cases::{BN_CASES, CONV_CASES as CASES, ConvCase as Case, pseudo_random};
+
 /// A deterministic pseudo-random tensor on the plain CPU backend.
 fn random(shape: &[usize], seed: u64, offset: f32) -> FlexTensor {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let values: Vec<f32> = (0..shape.iter().product::<usize>())
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0 + offset
-        })
-        .collect();
-    FlexTensor::from_data(TensorData::new(values, shape.to_vec()))
+    FlexTensor::from_data(pseudo_random(shape, seed, offset))
 }
 
 fn values(t: FlexTensor) -> Vec<f32> {
@@ -28,37 +23,8 @@ fn values(t: FlexTensor) -> Vec<f32> {
 /// max |a − b| relative to the largest |b|: one number for a whole tensor.
 fn rel_diff(a: FlexTensor, b: FlexTensor) -> f32 {
     assert_eq!(a.layout().shape(), b.layout().shape());
-    let (a, b) = (values(a), values(b));
-    let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-12);
-    a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max) / scale
+    kernel_cases::rel_diff(&values(a), &values(b))
 }
-
-/// (n, c_in, h, w, c_out, kernel, stride, padding (top, bottom, left, right), dilation)
-type Case = (usize, usize, usize, usize, usize, usize, usize, [usize; 4], usize);
-
-const CASES: &[Case] = &[
-    (4, 3, 9, 7, 5, 3, 1, [1, 1, 1, 1], 1),     // odd sizes, RGB input (the CIFAR stem)
-    (3, 8, 8, 8, 16, 3, 2, [1, 1, 1, 1], 1),    // stride 2 (first block of a stage)
-    (5, 16, 8, 8, 32, 1, 2, [0, 0, 0, 0], 1),   // 1×1 stride 2 (downsample)
-    (2, 16, 6, 6, 8, 1, 1, [0, 0, 0, 0], 1),    // 1×1 stride 1 (bottleneck)
-    (2, 3, 17, 15, 8, 7, 2, [3, 3, 3, 3], 1),   // the ImageNet stem, odd sizes
-    (3, 4, 10, 10, 6, 3, 1, [2, 2, 2, 2], 2),   // dilation
-    (2, 4, 7, 9, 6, 3, 2, [1, 0, 0, 2], 1),     // asymmetric padding
-    (40, 8, 4, 4, 16, 3, 1, [1, 1, 1, 1], 1),   // tiny images: grouped products, a partial group
-    (70, 8, 2, 2, 8, 1, 2, [0, 0, 0, 0], 1),    // 1×1 stride 2 down to one pixel
-    // Images large enough to be cut into bands of output rows (each reads a band of the input).
-    (2, 4, 40, 36, 8, 3, 1, [1, 1, 1, 1], 1),   // stride 1
-    (2, 4, 41, 40, 6, 3, 2, [1, 1, 1, 1], 1),   // stride 2, odd height
-    (1, 3, 45, 44, 4, 7, 2, [3, 3, 3, 3], 1),   // the ImageNet stem
-    (1, 3, 38, 36, 4, 3, 1, [0, 2, 1, 1], 2),   // dilation, asymmetric padding
-    // 3×3 stride 1 with 16 channels or more: Winograd's F(2×2, 3×3) (src/ops/winograd.rs).
-    (3, 16, 9, 7, 24, 3, 1, [1, 1, 1, 1], 1),   // odd sizes: tiles cropped at both edges
-    (2, 16, 34, 31, 16, 3, 1, [1, 1, 1, 1], 1), // bands of tile rows, an odd last band
-    (40, 32, 4, 4, 16, 3, 1, [1, 1, 1, 1], 1),  // tiny images: grouped, a partial group
-    (2, 16, 8, 9, 20, 3, 1, [0, 0, 0, 0], 1),   // no padding
-    (2, 16, 7, 9, 16, 3, 1, [2, 0, 1, 2], 1),   // asymmetric padding
-    (2, 512, 4, 4, 64, 3, 1, [1, 1, 1, 1], 1),  // a long sum (layer 4 of a ResNet)
-];
 
 fn setup(&(n, c_in, h, w, c_out, k, s, [pt, pb, pl, pr], d): &Case, seed: u64) -> (FlexTensor, FlexTensor, FlexTensor, ConvOptions<2>) {
     let options = ConvOptions::new_with_padding([s, s], [(pt, pb), (pl, pr)], [d, d], 1);
@@ -124,15 +90,6 @@ fn the_comparison_catches_a_flipped_kernel() {
     let theirs = Flex::conv2d(x, w, None, options);
     assert!(rel_diff(ours, theirs) > 1e-2);
 }
-
-/// (shape, input offset): the offset makes the mean large against the spread.
-const BN_CASES: &[(&[usize], f32)] = &[
-    (&[6, 5, 3, 4], 0.0),
-    (&[16, 7], 0.0),  // after a Linear layer
-    (&[3, 70], 0.5),  // more channels than one block of the row-wise sums
-    (&[4, 3, 5, 5], 50.0),
-    (&[3, 2, 1, 1], 0.0), // few values per channel (with two, the x gradient is exactly 0)
-];
 
 #[test]
 fn batch_norm_forward_matches_burn() {

@@ -14,6 +14,9 @@
 //! Host staging costs a device round trip per call, but works on flex, cuda, wgpu and tch alike;
 //! a GPU-resident path (NCCL) would replace [`Collectives`]'s default bodies for `Cube`.
 
+// burn marks its LibTorch backend deprecated; barlow still runs on it.
+#![cfg_attr(feature = "tch", allow(deprecated))]
+
 use super::meter::{self, Kind};
 use super::Comm;
 use crate::ops::ChannelSync;

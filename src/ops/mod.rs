@@ -5,8 +5,12 @@
 //! and backward to generic compositions of tensor ops (transposing copies, one GEMM per input
 //! channel, a dozen elementwise passes). [`Kernels`] names the five operations a training step
 //! needs; `Flex` runs them as a few large GEMMs and two-pass reductions (`conv`, `batch_norm`),
-//! every other backend keeps burn's own op (the trait's default bodies), and `Autodiff` records
-//! one backward step per operation that calls the gradient kernels.
+//! `LibTorch` runs PyTorch's own kernels for them (`libtorch`), every other backend keeps burn's
+//! own op (the trait's default bodies), and `Autodiff` records one backward step per operation
+//! that calls the gradient kernels.
+
+// burn marks its LibTorch backend deprecated; barlow still runs on it.
+#![cfg_attr(feature = "tch", allow(deprecated))]
 
 mod autodiff;
 pub mod batch_norm;
@@ -17,6 +21,8 @@ pub mod bench;
 pub mod conv;
 #[cfg(feature = "flex")]
 mod flex;
+#[cfg(feature = "tch")]
+pub mod libtorch;
 pub mod modules;
 pub mod precision;
 mod transpose;
@@ -31,7 +37,7 @@ use burn::tensor::Tensor;
 ///
 /// The default bodies are burn's own operations: what every backend without a faster
 /// implementation runs.
-#[backend_extension(Flex: cfg(feature = "flex"), Autodiff)]
+#[backend_extension(Flex: cfg(feature = "flex"), LibTorch: cfg(feature = "tch"), Autodiff)]
 pub trait Kernels: Backend {
     /// `conv2d(x, weight)` without bias.
     fn conv2d_forward(x: FloatTensor<Self>, weight: FloatTensor<Self>, options: ConvOptions<2>) -> FloatTensor<Self> {
@@ -108,8 +114,17 @@ pub trait Kernels: Backend {
 /// What a synchronised BatchNorm sums its statistics with (see [`batch_norm::ChannelSum`]).
 pub type ChannelSync = std::sync::Arc<dyn batch_norm::ChannelSum>;
 
-/// Whether `tensor` lives on the backend with our kernels (possibly under autodiff).
+/// Whether `tensor` lives on a backend with kernels of its own (possibly under autodiff).
 fn on_fast_backend<const D: usize>(tensor: &Tensor<D>) -> bool {
+    #[cfg(feature = "tch")]
+    if matches!(tensor.device().inner().as_dispatch(), DispatchDevice::LibTorch(_)) {
+        return true;
+    }
+    on_flex(tensor)
+}
+
+/// Whether `tensor` lives on `Flex`, whose BatchNorm kernels also synchronise over workers.
+fn on_flex<const D: usize>(tensor: &Tensor<D>) -> bool {
     #[cfg(feature = "flex")]
     if matches!(tensor.device().inner().as_dispatch(), DispatchDevice::Flex(_)) {
         return true;
@@ -152,10 +167,11 @@ pub fn batch_norm_train<const D: usize>(
     relu: bool,
     sync: Option<ChannelSync>,
 ) -> BatchNormOutput<D> {
+    match sync {
+        Some(sync) if !on_flex(&x) => return crate::dist::sync_bn::batch_norm_train(x, gamma, beta, epsilon, relu, sync),
+        _ => {}
+    }
     if !on_fast_backend(&x) {
-        if let Some(sync) = sync {
-            return crate::dist::sync_bn::batch_norm_train(x, gamma, beta, epsilon, relu, sync);
-        }
         let r = burn::tensor::module::batch_norm_train(x, gamma, beta, epsilon);
         let output = if relu { burn::tensor::activation::relu(r.output) } else { r.output };
         return BatchNormOutput { output, mean: r.mean, variance: r.variance };

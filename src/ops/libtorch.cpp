@@ -1,0 +1,66 @@
+// LibTorch's own gradient kernels for a convolution and a training-mode BatchNorm — what PyTorch's
+// autograd calls — for src/ops/libtorch.rs: tch's generated bindings leave them out (their output
+// masks have no C type there). Errors come back as a message the caller frees with free().
+
+#include <ATen/ATen.h>
+#include <ATen/Context.h>
+
+#include <cstring>
+#include <exception>
+
+using tensor = at::Tensor *;
+
+namespace {
+
+template <typename F> char *guard(F f) {
+  try {
+    f();
+    return nullptr;
+  } catch (const std::exception &e) {
+    return strdup(e.what());
+  }
+}
+
+} // namespace
+
+extern "C" {
+
+char *barlow_conv2d_backward(tensor grad_output, tensor input, tensor weight, const int64_t *stride,
+                             const int64_t *padding, const int64_t *dilation, int64_t groups,
+                             int input_grad, int weight_grad, tensor *out_input,
+                             tensor *out_weight) {
+  return guard([&] {
+    const int64_t no_output_padding[2] = {0, 0};
+    auto grads = at::convolution_backward(
+        *grad_output, *input, *weight, std::nullopt, at::IntArrayRef(stride, 2),
+        at::IntArrayRef(padding, 2), at::IntArrayRef(dilation, 2), /*transposed=*/false,
+        at::IntArrayRef(no_output_padding, 2), groups, {input_grad != 0, weight_grad != 0, false});
+    if (input_grad)
+      *out_input = new at::Tensor(std::get<0>(grads));
+    if (weight_grad)
+      *out_weight = new at::Tensor(std::get<1>(grads));
+  });
+}
+
+char *barlow_batch_norm_backward(tensor grad_output, tensor input, tensor weight, tensor mean,
+                                 tensor invstd, double epsilon, tensor *out_input,
+                                 tensor *out_weight, tensor *out_bias) {
+  return guard([&] {
+    auto grads = at::native_batch_norm_backward(*grad_output, *input, *weight, std::nullopt,
+                                                std::nullopt, *mean, *invstd, /*train=*/true,
+                                                epsilon, {true, true, true});
+    *out_input = new at::Tensor(std::get<0>(grads));
+    *out_weight = new at::Tensor(std::get<1>(grads));
+    *out_bias = new at::Tensor(std::get<2>(grads));
+  });
+}
+
+// f32 means f32: LibTorch multiplies f32 on tensor cores in TF32 by default in cuDNN.
+char *barlow_allow_tf32(int allow) {
+  return guard([&] {
+    at::globalContext().setAllowTF32CuDNN(allow != 0);
+    at::globalContext().setAllowTF32CuBLAS(allow != 0);
+  });
+}
+
+} // extern "C"

@@ -1,0 +1,202 @@
+//! [`Kernels`] on burn's LibTorch backend: the kernels PyTorch's own autograd calls.
+//!
+//! burn's generic ops build a convolution's weight gradient as a convolution with batch and
+//! channels swapped (a kernel the size of the image, which cuDNN and oneDNN run slowly) and
+//! BatchNorm out of a dozen elementwise passes and reductions. Here the forward passes are
+//! LibTorch's `convolution` and `native_batch_norm`, and the gradients its
+//! `convolution_backward` and `native_batch_norm_backward`, through `libtorch.cpp` (tch's
+//! bindings leave those two out).
+
+#![allow(deprecated)] // burn marks its LibTorch backend deprecated; barlow still runs on it
+
+use super::{ChannelSync, Kernels};
+use burn::backend::LibTorch;
+use burn::backend::libtorch::TchTensor;
+use burn::backend::ops::{ConvOptions, ModuleOps};
+use burn::backend::tensor::FloatTensor;
+use std::ffi::{CStr, c_char, c_int};
+use torch_sys::C_tensor;
+
+unsafe extern "C" {
+    fn barlow_conv2d_backward(
+        grad_output: *mut C_tensor,
+        input: *mut C_tensor,
+        weight: *mut C_tensor,
+        stride: *const i64,
+        padding: *const i64,
+        dilation: *const i64,
+        groups: i64,
+        input_grad: c_int,
+        weight_grad: c_int,
+        out_input: *mut *mut C_tensor,
+        out_weight: *mut *mut C_tensor,
+    ) -> *mut c_char;
+    #[allow(clippy::too_many_arguments)]
+    fn barlow_batch_norm_backward(
+        grad_output: *mut C_tensor,
+        input: *mut C_tensor,
+        weight: *mut C_tensor,
+        mean: *mut C_tensor,
+        invstd: *mut C_tensor,
+        epsilon: f64,
+        out_input: *mut *mut C_tensor,
+        out_weight: *mut *mut C_tensor,
+        out_bias: *mut *mut C_tensor,
+    ) -> *mut c_char;
+    fn barlow_allow_tf32(allow: c_int) -> *mut c_char;
+}
+
+/// Panics with LibTorch's message when a shim call failed, as tch's own calls do (a backend op
+/// has no error to return).
+fn check(error: *mut c_char) {
+    if error.is_null() {
+        return;
+    }
+    // SAFETY: the shim returns a strdup'ed, NUL-terminated message or null.
+    let message = unsafe { CStr::from_ptr(error) }.to_string_lossy().into_owned();
+    unsafe { libc::free(error.cast()) };
+    panic!("LibTorch: {message}");
+}
+
+fn ptr(t: &TchTensor) -> *mut C_tensor {
+    t.tensor.as_ptr() as *mut C_tensor
+}
+
+/// A tensor the shim created (null when it was not asked for).
+fn owned(handle: *mut C_tensor) -> TchTensor {
+    assert!(!handle.is_null(), "the LibTorch shim returned no tensor");
+    // SAFETY: the shim hands over a heap-allocated at::Tensor, which tch now owns and frees.
+    TchTensor::new(unsafe { tch::Tensor::from_ptr(handle) })
+}
+
+/// Whether LibTorch may multiply f32 in TF32 on tensor cores (cuDNN convolutions and cuBLAS
+/// products). LibTorch allows it for convolutions by default; barlow turns it off for f32.
+pub fn allow_tf32(allow: bool) {
+    check(unsafe { barlow_allow_tf32(c_int::from(allow)) });
+}
+
+/// The symmetric padding LibTorch's convolutions take, if the options have one.
+fn symmetric(options: &ConvOptions<2>) -> Option<[i64; 2]> {
+    let [(top, bottom), (left, right)] = options.padding;
+    (top == bottom && left == right).then_some([top as i64, left as i64])
+}
+
+/// `(input gradient, weight gradient)` as asked for by `want`.
+fn conv_backward(
+    x: &TchTensor,
+    weight: &TchTensor,
+    grad: &TchTensor,
+    options: &ConvOptions<2>,
+    padding: [i64; 2],
+    want: [bool; 2],
+) -> [Option<TchTensor>; 2] {
+    let stride = options.stride.map(|s| s as i64);
+    let dilation = options.dilation.map(|d| d as i64);
+    let (mut dx, mut dw) = (std::ptr::null_mut(), std::ptr::null_mut());
+    check(unsafe {
+        barlow_conv2d_backward(
+            ptr(grad),
+            ptr(x),
+            ptr(weight),
+            stride.as_ptr(),
+            padding.as_ptr(),
+            dilation.as_ptr(),
+            options.groups as i64,
+            c_int::from(want[0]),
+            c_int::from(want[1]),
+            &mut dx,
+            &mut dw,
+        )
+    });
+    [want[0].then(|| owned(dx)), want[1].then(|| owned(dw))]
+}
+
+impl Kernels for LibTorch {
+    fn conv2d_input_grad(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        match symmetric(&options) {
+            Some(padding) => {
+                let [dx, _] = conv_backward(&x, &weight, &output_grad, &options, padding, [true, false]);
+                dx.expect("asked for")
+            }
+            None => LibTorch::conv2d_x_backward(x, weight, output_grad, options),
+        }
+    }
+
+    fn conv2d_weight_grad(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        match symmetric(&options) {
+            Some(padding) => {
+                let [_, dw] = conv_backward(&x, &weight, &output_grad, &options, padding, [false, true]);
+                dw.expect("asked for")
+            }
+            None => LibTorch::conv2d_weight_backward(x, weight, output_grad, options),
+        }
+    }
+
+    fn relu_grad(output: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        TchTensor::new(output.tensor.threshold_backward(&grad.tensor, 0.0))
+    }
+
+    fn batch_norm_forward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+        relu: bool,
+        sync: Option<ChannelSync>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        assert!(sync.is_none(), "synchronised BatchNorm runs as tensor ops on LibTorch");
+        let no_stats: Option<&tch::Tensor> = None;
+        let (mut y, mean, invstd) =
+            x.tensor.native_batch_norm(Some(&gamma.tensor), Some(&beta.tensor), no_stats, no_stats, true, 0.0, epsilon);
+        if relu {
+            let _ = y.relu_();
+        }
+        // The running statistics want the biased variance; LibTorch keeps 1/sqrt(var + eps).
+        let variance = invstd.square().reciprocal() - epsilon;
+        (TchTensor::new(y), TchTensor::new(mean), TchTensor::new(variance))
+    }
+
+    fn batch_norm_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        variance: FloatTensor<Self>,
+        epsilon: f64,
+        relu: bool,
+        output: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        sync: Option<ChannelSync>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        assert!(sync.is_none(), "synchronised BatchNorm runs as tensor ops on LibTorch");
+        let grad = match relu {
+            true => Self::relu_grad(output, output_grad),
+            false => output_grad,
+        };
+        let invstd = TchTensor::new((&variance.tensor + epsilon).rsqrt());
+        let (mut dx, mut dgamma, mut dbeta) = (std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut());
+        check(unsafe {
+            barlow_batch_norm_backward(
+                ptr(&grad),
+                ptr(&x),
+                ptr(&gamma),
+                ptr(&mean),
+                ptr(&invstd),
+                epsilon,
+                &mut dx,
+                &mut dgamma,
+                &mut dbeta,
+            )
+        });
+        (owned(dx), owned(dgamma), owned(dbeta))
+    }
+}
