@@ -118,6 +118,21 @@ fn batch_norm_and_its_gradients_match_burns_ops() {
     }
 }
 
+#[test]
+fn channels_last_keeps_values_and_gradients() {
+    // bf16 training lays the images out channels-last: the convolution must not notice.
+    let (x, weight, probe, options) = conv_setup(&CONV_CASES[1], 3);
+    let nhwc = ops::channels_last(x.clone());
+    assert_eq!(values(nhwc.clone()), values(x.clone()));
+    let out = ops::conv2d(nhwc, weight.clone(), options.clone());
+    let grads = (out.clone() * probe.clone()).sum().backward();
+    let want = conv_values(&x, &weight, &probe, &options, true);
+    let got = [values(out), values(x.grad(&grads).unwrap()), values(weight.grad(&grads).unwrap())];
+    for (name, a, b) in [("output", &got[0], &want[0]), ("x gradient", &got[1], &want[1]), ("weight gradient", &got[2], &want[2])] {
+        assert!(rel_diff(a, b) < 1e-5, "{name} differs by {}", rel_diff(a, b));
+    }
+}
+
 /// A whole Barlow Twins step (ResNet, projector, loss, gradients of every parameter) on
 /// LibTorch matches the CPU's: `bench check` fails unless every gradient is within tolerance.
 #[test]

@@ -9,6 +9,7 @@ use burn::tensor::{Device, Tensor};
 // Convolution and BatchNorm(+ReLU) run through barlow's CPU kernels (burn's ops on other backends).
 use crate::ops::add_relu;
 use crate::ops::modules::{batch_norm, conv2d};
+use crate::ops::precision;
 use serde::{Deserialize, Serialize};
 
 /// Which ResNet: depth decides the block type and how many blocks each stage holds.
@@ -224,14 +225,15 @@ impl ResNetConfig {
 impl ResNet {
     /// Pooled features `N×F` (or logits when `fc` is present) of images `N×3×H×W`.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let mut x = batch_norm(&self.bn1, conv2d(&self.conv1, images), true);
+        let mut x = batch_norm(&self.bn1, conv2d(&self.conv1, precision::input_layout(images)), true);
         if let Some(pool) = &self.maxpool {
             x = pool.forward(x);
         }
         for block in self.layer1.iter().chain(&self.layer2).chain(&self.layer3).chain(&self.layer4) {
             x = block.forward(x);
         }
-        let features: Tensor<2> = self.avgpool.forward(x).flatten(1, 3);
+        // Activations may still be bfloat16 here (precision::activation); features are f32.
+        let features: Tensor<2> = precision::result(self.avgpool.forward(x).flatten(1, 3));
         match &self.fc {
             Some(fc) => fc.forward(features),
             None => features,

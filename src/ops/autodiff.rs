@@ -58,6 +58,21 @@ impl<B: Backend + Kernels> Backward<B, 3> for BatchNormBackward {
     }
 }
 
+/// A change of layout: the gradient passes through as it is.
+#[derive(Debug)]
+struct LayoutBackward;
+
+impl<B: Backend> Backward<B, 1> for LayoutBackward {
+    type State = ();
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        if let Some(node) = &ops.parents[0] {
+            grads.register::<B>(node.id, grad);
+        }
+    }
+}
+
 #[derive(Debug)]
 struct AddReluBackward;
 
@@ -82,6 +97,13 @@ impl<B: Backend + Kernels, C: CheckpointStrategy> Kernels for Autodiff<B, C> {
                 prep.finish(state, y)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::conv2d_forward(x.into_primitive(), weight.into_primitive(), options)),
+        }
+    }
+
+    fn channels_last(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        match LayoutBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((), B::channels_last(x.into_primitive())),
+            OpsKind::UnTracked(prep) => prep.finish(B::channels_last(x.into_primitive())),
         }
     }
 

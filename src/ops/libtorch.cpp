@@ -55,6 +55,10 @@ char *barlow_batch_norm_backward(tensor grad_output, tensor input, tensor weight
   });
 }
 
+char *barlow_channels_last(tensor x, tensor *out) {
+  return guard([&] { *out = new at::Tensor(x->contiguous(at::MemoryFormat::ChannelsLast)); });
+}
+
 // f32 means f32: LibTorch multiplies f32 on tensor cores in TF32 by default in cuDNN.
 char *barlow_allow_tf32(int allow) {
   return guard([&] {

@@ -43,6 +43,7 @@ unsafe extern "C" {
         out_weight: *mut *mut C_tensor,
         out_bias: *mut *mut C_tensor,
     ) -> *mut c_char;
+    fn barlow_channels_last(x: *mut C_tensor, out: *mut *mut C_tensor) -> *mut c_char;
     fn barlow_allow_tf32(allow: c_int) -> *mut c_char;
 }
 
@@ -140,6 +141,12 @@ impl Kernels for LibTorch {
             }
             None => LibTorch::conv2d_weight_backward(x, weight, output_grad, options),
         }
+    }
+
+    fn channels_last(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let mut out = std::ptr::null_mut();
+        check(unsafe { barlow_channels_last(ptr(&x), &mut out) });
+        owned(out)
     }
 
     fn relu_grad(output: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {

@@ -69,6 +69,12 @@ pub trait Kernels: Backend {
         Self::relu(Self::float_add(a, b))
     }
 
+    /// The same values laid out channels-last (NHWC) in memory, as tensor cores want bfloat16
+    /// convolutions; only LibTorch has layouts, elsewhere `x` itself.
+    fn channels_last(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        x
+    }
+
     /// The gradient through a ReLU whose output was `output`: `grad` where `output > 0`, else 0.
     fn relu_grad(output: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
         Self::relu_backward(output, grad)
@@ -141,6 +147,21 @@ pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, options: ConvOptions<2>) -> Tenso
     Tensor::from_dispatch(<Dispatch as Kernels>::conv2d_forward(x.into_dispatch(), weight.into_dispatch(), options))
 }
 
+/// The same values laid out channels-last where the backend has layouts (LibTorch).
+pub fn channels_last(x: Tensor<4>) -> Tensor<4> {
+    if !on_fast_backend(&x) {
+        return x;
+    }
+    Tensor::from_dispatch(<Dispatch as Kernels>::channels_last(x.into_dispatch()))
+}
+
+/// Whether BatchNorm here takes bfloat16 input with f32 statistics and parameters (LibTorch's
+/// kernels, as under PyTorch's autocast), so that a bfloat16 convolution's result need not go
+/// back to f32 before it.
+pub fn batch_norm_takes_bf16<const D: usize>(tensor: &Tensor<D>) -> bool {
+    on_fast_backend(tensor) && !on_flex(tensor)
+}
+
 /// `relu(a + b)` (a residual block's sum): one pass on every core on the CPU, burn's two ops
 /// elsewhere.
 pub fn add_relu<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
@@ -168,7 +189,11 @@ pub fn batch_norm_train<const D: usize>(
     sync: Option<ChannelSync>,
 ) -> BatchNormOutput<D> {
     match sync {
-        Some(sync) if !on_flex(&x) => return crate::dist::sync_bn::batch_norm_train(x, gamma, beta, epsilon, relu, sync),
+        Some(sync) if !on_flex(&x) => {
+            // Statistics summed over workers as tensor ops: in f32 whatever the input.
+            let x = precision::result(x);
+            return crate::dist::sync_bn::batch_norm_train(x, gamma, beta, epsilon, relu, sync);
+        }
         _ => {}
     }
     if !on_fast_backend(&x) {

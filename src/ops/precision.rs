@@ -56,6 +56,25 @@ pub(crate) fn operand<const D: usize>(t: Tensor<D>) -> Tensor<D> {
     }
 }
 
+/// A convolution's result: left in bfloat16 where the BatchNorm after it takes bfloat16 with f32
+/// statistics ([`batch_norm_takes_bf16`](super::batch_norm_takes_bf16), LibTorch, as PyTorch's
+/// autocast leaves it), else back in f32.
+pub(crate) fn activation<const D: usize>(t: Tensor<D>) -> Tensor<D> {
+    match t.dtype() == DType::BF16 && super::batch_norm_takes_bf16(&t) {
+        true => t,
+        false => result(t),
+    }
+}
+
+/// Images in the layout the current precision's convolutions want: channels-last under
+/// bfloat16 (tensor cores; PyTorch's `channels_last`), where the backend has layouts.
+pub(crate) fn input_layout(images: Tensor<4>) -> Tensor<4> {
+    match CURRENT.get() {
+        Precision::F32 => images,
+        Precision::Bf16 => super::channels_last(images),
+    }
+}
+
 /// A product's result back in f32.
 pub(crate) fn result<const D: usize>(t: Tensor<D>) -> Tensor<D> {
     match t.dtype() {

@@ -4,9 +4,11 @@
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use std::path::PathBuf;
 
-/// The default backend's device, with autodiff.
+/// The default backend's device, with autodiff; `BARLOW_TEST_BACKEND` names another (`tch`
+/// in a `--features tch` build runs the same tests on LibTorch).
 pub fn device() -> Device {
-    barlow::backend::device("auto").expect("a backend").autodiff()
+    let name = std::env::var("BARLOW_TEST_BACKEND").unwrap_or_else(|_| "auto".into());
+    barlow::backend::device(&name).expect("a backend").autodiff()
 }
 
 /// Seeds the device's random generator and holds it until the guard drops: the generator is
