@@ -110,7 +110,7 @@ impl Loader {
         rank: usize,
         workers: usize,
     ) -> Result<Loader> {
-        if workers == 0 || batch % workers != 0 || rank >= workers {
+        if workers == 0 || !batch.is_multiple_of(workers) || rank >= workers {
             bail!("a global batch of {batch} images cannot be split evenly over {workers} workers");
         }
         let local = batch / workers;

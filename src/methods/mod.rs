@@ -357,7 +357,7 @@ pub struct Setting {
 
 /// Refuses settings that `method` does not have, naming the key and the methods that have it.
 pub fn check_settings(method: Method, settings: &[Setting]) -> Result<()> {
-    for s in settings.iter().filter(|s| s.given && !method.keys().contains(&s.key)) {
+    if let Some(s) = settings.iter().find(|s| s.given && !method.keys().contains(&s.key)) {
         let owners: Vec<_> = Method::ALL.iter().filter(|m| m.keys().contains(&s.key)).map(|m| m.name()).collect();
         let what = match s.key {
             "predictor" => "no predictor".to_string(),

@@ -50,7 +50,7 @@ impl ModelConfig {
             bail!("model.predictor = {p:?} must end at the projector's width {d} (model.projector = {:?})", self.projector);
         }
         if let Some(t) = self.temperature
-            && !(t > 0.0)
+            && (t.is_nan() || t <= 0.0)
         {
             bail!("model.temperature must be positive, got {t}");
         }

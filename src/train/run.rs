@@ -181,7 +181,7 @@ pub fn train_in(job: &Job, config: &Config, out: &Path, resume: bool) -> Result<
             }
         }
         bar.finish_and_clear();
-        if steps_here >= max_steps && state.step % steps_per_epoch != 0 {
+        if steps_here >= max_steps && !state.step.is_multiple_of(steps_per_epoch) {
             break; // a partial epoch is neither summarised nor checkpointed
         }
         state.epoch += 1;
@@ -189,7 +189,7 @@ pub fn train_in(job: &Job, config: &Config, out: &Path, resume: bool) -> Result<
         let acc = job.on_writer(|| {
             let every = config.train.knn_every;
             let acc = match &monitor {
-                Some(m) if every > 0 && (state.epoch % every == 0 || state.epoch == config.optim.epochs) => {
+                Some(m) if every > 0 && (state.epoch.is_multiple_of(every) || state.epoch == config.optim.epochs) => {
                     Some(knn_monitor(&model, m, config)?)
                 }
                 _ => None,
