@@ -169,7 +169,7 @@ impl Kernels for LibTorch {
             let _ = y.relu_();
         }
         // The running statistics want the biased variance; LibTorch keeps 1/sqrt(var + eps).
-        let variance = invstd.square().reciprocal() - epsilon;
+        let variance = invstd.pow_tensor_scalar(-2.0) - epsilon;
         (TchTensor::new(y), TchTensor::new(mean), TchTensor::new(variance))
     }
 
