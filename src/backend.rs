@@ -33,7 +33,7 @@ pub fn available() -> Vec<&'static str> {
 
 /// The device for a backend name: `flex`, `ndarray`, `cpu`, `cuda[:i]`, `wgpu`, `tch` (LibTorch
 /// on the CPU), `tch-cuda[:i]` (LibTorch on a GPU); `auto` is a CUDA device when the build has
-/// CUDA and the machine a CUDA GPU, else the first CPU backend. A GPU backend whose driver or
+/// CUDA (`cuda`, else LibTorch's) and the machine a CUDA GPU, else the first CPU backend. A GPU backend whose driver or
 /// device is missing is an error that says so.
 #[allow(deprecated)] // ndarray and tch are deprecated upstream but still measured
 pub fn device(name: &str) -> Result<Device> {
@@ -83,6 +83,10 @@ fn auto() -> Result<Device> {
     #[cfg(feature = "cuda")]
     if !Device::enumerate(burn::tensor::DeviceType::Cuda).into_vec().is_empty() {
         return crate::gpu::cuda(0);
+    }
+    #[cfg(feature = "tch")]
+    if tch::Cuda::is_available() {
+        return device("tch-cuda");
     }
     match available().into_iter().find(|b| is_cpu_name(b)) {
         Some(cpu) => device(cpu),
