@@ -24,7 +24,8 @@ cd "$(dirname "$0")/.."
 dry=0 budget=540
 # The check runs after the rows: on an empty kernel cache each new shape's first step compiles for
 # about 84 s (H200, 2026-11-27), which would time the check out before anything is measured.
-stages="setup row1-cuda row1-torch row2-cuda row2-torch check-cuda tf32-torch row1bf-cuda row2bf-cuda train-cuda check-tch row1-tch row2-tch row1bf-tch row2bf-tch check-wgpu row1-wgpu row2-wgpu"
+# LibTorch first: no kernels to compile, and PyTorch's own kernels (the likeliest route to its speed).
+stages="setup check-tch row1-tch row1-torch row2-tch row2-torch row1bf-tch row2bf-tch tf32-torch train-tch row1-cuda row2-cuda check-cuda row1bf-cuda row2bf-cuda train-cuda check-wgpu row1-wgpu row2-wgpu"
 while [ $# -gt 0 ]; do
   case $1 in
     --cpu-dry-run) dry=1; shift ;;
