@@ -13,7 +13,8 @@ fn libtorch_kernels() {
     println!("cargo:rerun-if-env-changed=LIBTORCH_INCLUDE");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     let lib = std::path::PathBuf::from(
-        std::env::var("DEP_TCH_LIBTORCH_LIB").expect("torch-sys reports libtorch's library directory"),
+        std::env::var("DEP_TCH_LIBTORCH_LIB")
+            .expect("torch-sys did not report libtorch's library directory (it does on Linux and macOS, where the tch feature builds)"),
     );
     // Both a libtorch download and a PyTorch wheel keep `include/` beside `lib/`.
     let root = match std::env::var("LIBTORCH_INCLUDE") {
