@@ -25,7 +25,7 @@ dry=0 budget=540
 # The check runs after the rows: on an empty kernel cache each new shape's first step compiles for
 # about 84 s (H200, 2026-11-27), which would time the check out before anything is measured.
 # LibTorch first: no kernels to compile, and PyTorch's own kernels (the likeliest route to its speed).
-stages="setup check-tch row1-tch row1-torch row2-tch row2-torch row1bf-tch row2bf-tch tf32-torch train-tch row1-cuda row2-cuda check-cuda row1bf-cuda row2bf-cuda train-cuda check-wgpu row1-wgpu row2-wgpu"
+stages="setup check-tch row1-tch row1-torch row2-tch row2-torch row1bf-tch row2bf-tch profile-tch tf32-torch train-tch row1-cuda row2-cuda check-cuda row1bf-cuda row2bf-cuda train-cuda check-wgpu row1-wgpu row2-wgpu"
 while [ $# -gt 0 ]; do
   case $1 in
     --cpu-dry-run) dry=1; shift ;;
@@ -157,8 +157,26 @@ train() {
   # Ended by the time limit is the plan; anything else is a failure.
   [ $rc = 0 ] || [ $rc = 124 ] || [ $rc = 130 ]
 }
-export -f setup backend barlow bench check train
-export dry kit work bin tch_bin torch_lib python out steps warm train_secs train_set row1 row2
+profile() {
+  # Three steps of each row under PyTorch's profiler, barlow's (tch) and PyTorch's own, f32 and
+  # bf16: where each spends its GPU time, kernel by kernel (scripts/trace_summary.py). The traces
+  # come back gzipped in $out/traces.
+  local dir=$work/traces p row args targs
+  rm -rf "$dir" && mkdir -p "$out/traces" || return 1
+  for row in 1 2; do
+    args=row$row targs=torch$row
+    for p in f32 bf16; do
+      bench_args="${!args} --precision $p --steps 2 --warmup-secs 20 --profile $dir/row$row --profile-steps 3"
+      barlow tch bench step --backend "$(backend tch)" $bench_args > /dev/null || return 1
+    done
+    "$python" scripts/torch_step.py ${!targs} --steps 2 --precision fp32,bf16 --profile "$dir/row$row" \
+      --profile-steps 3 > /dev/null || return 1
+    "$python" scripts/trace_summary.py --steps 3 "$dir/row$row"/*.json | sed "s|^### |### row $row: |"
+    for f in "$dir/row$row"/*.json; do gzip -c "$f" > "$out/traces/row$row-$(basename "$f").gz"; done
+  done
+}
+export -f setup backend barlow bench check train profile
+export dry kit work bin tch_bin torch_lib python out steps warm train_secs train_set row1 row2 torch1 torch2
 
 say "gpu_check: kit $kit, out $out, budget ${budget}s, stages: $stages"
 for s in $stages; do
@@ -174,6 +192,7 @@ for s in $stages; do
     row1-*) run_stage "$s" $(( warm + 60 )) "bench $b \"\$row1\"" ;;
     row2-*) run_stage "$s" $(( warm + 60 )) "bench $b \"\$row2\"" ;;
     train-*) run_stage "$s" $(( train_secs + 30 )) "train $b" ;;
+    profile-tch) run_stage "$s" 240 profile ;;
     *) say "unknown stage $s" ;;
   esac
 done

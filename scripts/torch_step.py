@@ -14,6 +14,7 @@ Run from the repository root:
 """
 import argparse
 import json
+import os
 import time
 
 import torch
@@ -126,6 +127,16 @@ def measure(args, device, precision):
     loss = loss.item()
     sync()
     mean = (time.perf_counter() - start) / args.steps
+    if args.profile:
+        # The same record `barlow bench step --profile` makes (scripts/trace_summary.py).
+        from torch.profiler import ProfilerActivity, profile
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+        with profile(activities=activities) as prof:
+            for _ in range(args.profile_steps):
+                step().item()
+            sync()
+        os.makedirs(args.profile, exist_ok=True)
+        prof.export_chrome_trace(os.path.join(args.profile, f"pytorch-{precision}.json"))
     where = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} threads"
     return dict(framework="pytorch", precision=precision, arch=args.arch, batch=args.batch, size=args.size,
                 projector=args.projector, s_per_step=mean, images_per_s=args.batch / mean, steps=args.steps,
@@ -145,6 +156,9 @@ def main():
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--precision", default=None,
                     help="comma-separated fp32, tf32, bf16 [default: all three on CUDA, fp32 on a CPU]")
+    ap.add_argument("--profile", metavar="DIR", help="after the timed steps, trace --profile-steps more with "
+                    "torch.profiler into DIR/pytorch-PRECISION.json")
+    ap.add_argument("--profile-steps", type=int, default=3)
     ap.add_argument("--json", action="store_true", help="one JSON object per precision instead of a sentence")
     args = ap.parse_args()
     device = torch.device(args.device)

@@ -153,6 +153,12 @@ pub struct StepArgs {
     /// Convolutions and matrix products in f32 or bf16 (as `train.precision`).
     #[arg(long, default_value = "f32")]
     pub precision: Precision,
+    /// After the timed steps, run `--profile-steps` more under PyTorch's profiler and save its
+    /// trace as DIR/BACKEND-PRECISION.json (LibTorch backends only; scripts/trace_summary.py).
+    #[arg(long, value_name = "DIR")]
+    pub profile: Option<std::path::PathBuf>,
+    #[arg(long, default_value_t = 3)]
+    pub profile_steps: usize,
 }
 
 /// One backend's measurement.
@@ -194,6 +200,9 @@ pub fn step(args: &StepArgs) -> Result<Vec<StepResult>> {
         let loss = loss.map(|l| StepStats::read(&l).loss).unwrap_or(f64::NAN);
         device.sync()?;
         let mean = start.elapsed().as_secs_f64() / args.steps.max(1) as f64;
+        if let Some(dir) = &args.profile {
+            profile(dir, name, args, &mut stepper)?;
+        }
         let result = StepResult {
             backend: name.clone(),
             arch: args.arch,
@@ -218,6 +227,31 @@ pub fn step(args: &StepArgs) -> Result<Vec<StepResult>> {
         results.push(result);
     }
     Ok(results)
+}
+
+/// `--profile-steps` steps under PyTorch's profiler, the trace in `dir`.
+fn profile(dir: &std::path::Path, name: &str, args: &StepArgs, stepper: &mut Stepper) -> Result<()> {
+    if !name.starts_with("tch") {
+        anyhow::bail!("--profile records PyTorch's profiler, which only the LibTorch backends (tch, tch-cuda) have");
+    }
+    #[cfg(feature = "tch")]
+    {
+        use anyhow::Context;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let precision = format!("{:?}", args.precision).to_lowercase();
+        let path = dir.join(format!("{}-{precision}.json", name.replace(':', "_")));
+        let device = stepper.device.clone();
+        crate::ops::libtorch::profile(&path, name.starts_with("tch-cuda"), || -> Result<()> {
+            for _ in 0..args.profile_steps {
+                StepStats::read(&stepper.step());
+            }
+            device.sync()?;
+            Ok(())
+        })??;
+        eprintln!("{name}: {} steps profiled: {}", args.profile_steps, path.display());
+    }
+    let _ = (dir, args, stepper);
+    Ok(())
 }
 
 fn report_warmup(name: &str, w: &Warmup) {

@@ -4,6 +4,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
+#include <torch/csrc/autograd/profiler_kineto.h>
 
 #include <cstring>
 #include <exception>
@@ -65,6 +66,24 @@ char *barlow_allow_tf32(int allow) {
     at::globalContext().setAllowTF32CuDNN(allow != 0);
     at::globalContext().setAllowTF32CuBLAS(allow != 0);
   });
+}
+
+// PyTorch's profiler (Kineto) around some steps, its trace saved where Chrome's trace viewer and
+// scripts/trace_summary.py read it: the same record torch.profiler makes of PyTorch's own step.
+char *barlow_profiler_start(int cuda) {
+  return guard([&] {
+    namespace impl = torch::profiler::impl;
+    impl::ProfilerConfig config(impl::ProfilerState::KINETO);
+    std::set<impl::ActivityType> activities{impl::ActivityType::CPU};
+    if (cuda)
+      activities.insert(impl::ActivityType::CUDA);
+    torch::autograd::profiler::prepareProfiler(config, activities);
+    torch::autograd::profiler::enableProfiler(config, activities);
+  });
+}
+
+char *barlow_profiler_stop(const char *path) {
+  return guard([&] { torch::autograd::profiler::disableProfiler()->save(path); });
 }
 
 } // extern "C"

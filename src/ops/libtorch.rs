@@ -45,18 +45,27 @@ unsafe extern "C" {
     ) -> *mut c_char;
     fn barlow_channels_last(x: *mut C_tensor, out: *mut *mut C_tensor) -> *mut c_char;
     fn barlow_allow_tf32(allow: c_int) -> *mut c_char;
+    fn barlow_profiler_start(cuda: c_int) -> *mut c_char;
+    fn barlow_profiler_stop(path: *const c_char) -> *mut c_char;
 }
 
 /// Panics with LibTorch's message when a shim call failed, as tch's own calls do (a backend op
 /// has no error to return).
 fn check(error: *mut c_char) {
+    if let Some(message) = message(error) {
+        panic!("LibTorch: {message}");
+    }
+}
+
+/// The shim's error message, if it returned one (and frees it).
+fn message(error: *mut c_char) -> Option<String> {
     if error.is_null() {
-        return;
+        return None;
     }
     // SAFETY: the shim returns a strdup'ed, NUL-terminated message or null.
     let message = unsafe { CStr::from_ptr(error) }.to_string_lossy().into_owned();
     unsafe { libc::free(error.cast()) };
-    panic!("LibTorch: {message}");
+    Some(message)
 }
 
 fn ptr(t: &TchTensor) -> *mut C_tensor {
@@ -74,6 +83,22 @@ fn owned(handle: *mut C_tensor) -> TchTensor {
 /// products). LibTorch allows it for convolutions by default; barlow turns it off for f32.
 pub fn allow_tf32(allow: bool) {
     check(unsafe { barlow_allow_tf32(c_int::from(allow)) });
+}
+
+/// Runs `f` under PyTorch's profiler (CPU operations, and CUDA kernels when `cuda`) and saves
+/// its trace (Chrome's JSON trace format) to `path`.
+pub fn profile<R>(path: &std::path::Path, cuda: bool, f: impl FnOnce() -> R) -> anyhow::Result<R> {
+    use anyhow::Context;
+    let name = std::ffi::CString::new(path.to_string_lossy().as_bytes()).context("a trace path without NUL")?;
+    if let Some(m) = message(unsafe { barlow_profiler_start(c_int::from(cuda)) }) {
+        anyhow::bail!("PyTorch's profiler did not start: {m}");
+    }
+    let out = f();
+    if let Some(m) = message(unsafe { barlow_profiler_stop(name.as_ptr()) }) {
+        anyhow::bail!("PyTorch's profiler could not save {}: {m}", path.display());
+    }
+    anyhow::ensure!(path.exists(), "the profiler wrote no trace to {}", path.display());
+    Ok(out)
 }
 
 /// The symmetric padding LibTorch's convolutions take, if the options have one.
