@@ -37,6 +37,36 @@ def top_level(ops):
     return out
 
 
+# ATen operations that only allocate, view or read metadata, or copy a wrapped scalar: no kernel.
+NO_KERNEL = {"aten::empty", "aten::empty_like", "aten::empty_strided", "aten::as_strided", "aten::as_strided_",
+             "aten::view", "aten::t", "aten::transpose", "aten::expand", "aten::detach", "detach", "aten::resize_",
+             "aten::lift_fresh", "aten::reshape", "aten::_reshape_alias", "aten::unsqueeze", "aten::squeeze",
+             "aten::alias", "aten::select", "aten::slice", "aten::permute", "aten::result_type",
+             "aten::_unsafe_view", "aten::item", "aten::_local_scalar_dense", "aten::is_nonzero", "aten::squeeze_",
+             "aten::unsqueeze_", "aten::set_", "aten::resolve_conj", "aten::resolve_neg", "aten::to",
+             "aten::_to_copy", "aten::copy_", "aten::zeros", "aten::ones"}
+
+
+def computing(ops):
+    """The operations that do the work: none of the operations they call does any (what is left
+    once allocations, views and scalar copies are set aside), each a kernel on a GPU."""
+    out = []
+    by_thread = collections.defaultdict(list)
+    for e in ops:
+        by_thread[e.get("tid")].append(e)
+    for group in by_thread.values():
+        group.sort(key=lambda e: (e["ts"], -e["dur"]))
+        stack, inner = [], set()
+        for i, e in enumerate(group):
+            while stack and group[stack[-1]]["ts"] + group[stack[-1]]["dur"] <= e["ts"]:
+                stack.pop()
+            if e["name"] not in NO_KERNEL:
+                inner.update(stack)  # its callers are not where the work is
+            stack.append(i)
+        out += [e for i, e in enumerate(group) if i not in inner and e["name"] not in NO_KERNEL]
+    return out
+
+
 def summarise(path, steps, top):
     events = load(path)
     kernels = [e for e in events if e.get("cat") == "kernel"]
@@ -57,8 +87,10 @@ def summarise(path, steps, top):
             lines.append(f"| `{k[:90]}` | {n / steps:.0f} | {dur / 1e3 / steps:.3f} | {dur / 1e3 / steps / total:.1%} |")
     else:
         total = sum(e["dur"] for e in ops) / 1e3 / steps
+        working = len(computing([e for e in events if e.get("cat") == "cpu_op"]))
         lines.append(f"no GPU kernels in the trace; {len(ops) / steps:.0f} top-level CPU operations per step, "
-                     f"{total:.1f} ms per step")
+                     f"{total:.1f} ms per step; {working / steps:.0f} computing ATen operations per step "
+                     "(each a kernel on a GPU; copies of wrapped scalars not counted)")
         by = collections.defaultdict(lambda: [0, 0.0])
         for e in ops:
             by[e["name"]][0] += 1

@@ -107,6 +107,12 @@ impl<B: Backend + Kernels, C: CheckpointStrategy> Kernels for Autodiff<B, C> {
         }
     }
 
+    fn running_update(running: FloatTensor<Self>, batch: FloatTensor<Self>, momentum: f64, scale: f64) -> FloatTensor<Self> {
+        // Running statistics are constants to the gradient.
+        let (running, batch) = (running.into_primitive(), batch.into_primitive());
+        FloatTensor::<Self>::new(B::running_update(running, batch, momentum, scale))
+    }
+
     fn add_relu(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
         match AddReluBackward.prepare::<C>([a.node(), b.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {

@@ -73,7 +73,7 @@ char *barlow_allow_tf32(int allow) {
 char *barlow_profiler_start(int cuda) {
   return guard([&] {
     namespace impl = torch::profiler::impl;
-    impl::ProfilerConfig config(impl::ProfilerState::KINETO);
+    impl::ProfilerConfig config(impl::ProfilerState::KINETO, /*report_input_shapes=*/true);
     std::set<impl::ActivityType> activities{impl::ActivityType::CPU};
     if (cuda)
       activities.insert(impl::ActivityType::CUDA);

@@ -174,6 +174,15 @@ impl Kernels for LibTorch {
         owned(out)
     }
 
+    fn running_update(running: FloatTensor<Self>, batch: FloatTensor<Self>, momentum: f64, scale: f64) -> FloatTensor<Self> {
+        // lerp: running + momentum·(batch − running), one kernel.
+        let target = match scale == 1.0 {
+            true => batch.tensor,
+            false => batch.tensor * scale,
+        };
+        TchTensor::new(running.tensor.lerp(&target, momentum))
+    }
+
     fn relu_grad(output: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
         TchTensor::new(output.tensor.threshold_backward(&grad.tensor, 0.0))
     }

@@ -75,6 +75,13 @@ pub trait Kernels: Backend {
         x
     }
 
+    /// `running·(1 − momentum) + batch·momentum·scale`: a BatchNorm's running statistic after a
+    /// batch (`scale` corrects the variance to the unbiased one).
+    fn running_update(running: FloatTensor<Self>, batch: FloatTensor<Self>, momentum: f64, scale: f64) -> FloatTensor<Self> {
+        let kept = Self::float_mul_scalar(running, (1.0 - momentum).into());
+        Self::float_add(kept, Self::float_mul_scalar(batch, (momentum * scale).into()))
+    }
+
     /// The gradient through a ReLU whose output was `output`: `grad` where `output > 0`, else 0.
     fn relu_grad(output: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
         Self::relu_backward(output, grad)
@@ -153,6 +160,16 @@ pub fn channels_last(x: Tensor<4>) -> Tensor<4> {
         return x;
     }
     Tensor::from_dispatch(<Dispatch as Kernels>::channels_last(x.into_dispatch()))
+}
+
+/// A BatchNorm's running statistic after a batch, `running·(1 − momentum) + batch·momentum·scale`
+/// (one kernel on LibTorch instead of three; not differentiated).
+pub fn running_update(running: Tensor<1>, batch: Tensor<1>, momentum: f64, scale: f64) -> Tensor<1> {
+    if !on_fast_backend(&running) {
+        return running.mul_scalar(1.0 - momentum).add(batch.mul_scalar(momentum * scale));
+    }
+    let (running, batch) = (running.into_dispatch(), batch.into_dispatch());
+    Tensor::from_dispatch(<Dispatch as Kernels>::running_update(running, batch, momentum, scale))
 }
 
 /// Whether BatchNorm here takes bfloat16 input with f32 statistics and parameters (LibTorch's

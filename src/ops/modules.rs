@@ -82,9 +82,8 @@ fn normalize<const D: usize>(bn: &BatchNorm, x: Tensor<D>, then_relu: bool, affi
         false => (bn.gamma.val().detach(), bn.beta.val().detach()),
     };
     let result = super::batch_norm_train(x, gamma, beta, bn.epsilon, then_relu, sync);
-    // `scale` folds the unbiased correction into the momentum: one pass fewer on a GPU.
     let update = |running: Tensor<1>, batch: Tensor<1>, scale: f64| {
-        running.to_device(&device).mul_scalar(1.0 - bn.momentum).add(batch.detach().mul_scalar(bn.momentum * scale)).detach()
+        super::running_update(running.to_device(&device), batch.detach(), bn.momentum, scale).detach()
     };
     bn.running_mean.update(update(bn.running_mean.value_sync(), result.mean, 1.0));
     bn.running_var.update(update(bn.running_var.value_sync(), result.variance, unbiased));
