@@ -1,10 +1,11 @@
-//! Fast CPU kernels for what dominates a ResNet training step — convolution and BatchNorm with
-//! their gradients — as a burn backend extension: ours on `Flex`, burn's own ops elsewhere.
+//! Fast kernels for what dominates a ResNet training step — convolution and BatchNorm with their
+//! gradients — as a burn backend extension: ours on `Flex`, PyTorch's on `LibTorch`, burn's own
+//! ops elsewhere.
 //!
 //! burn's CPU backend leaves the convolution weight gradient and BatchNorm's training forward
 //! and backward to generic compositions of tensor ops (transposing copies, one GEMM per input
-//! channel, a dozen elementwise passes). [`Kernels`] names the five operations a training step
-//! needs; `Flex` runs them as a few large GEMMs and two-pass reductions (`conv`, `batch_norm`),
+//! channel, a dozen elementwise passes). [`Kernels`] names the operations of a training step
+//! this concerns; `Flex` runs them as a few large GEMMs and two-pass reductions (`conv`, `batch_norm`),
 //! `LibTorch` runs PyTorch's own kernels for them (`libtorch`), every other backend keeps burn's
 //! own op (the trait's default bodies), and `Autodiff` records one backward step per operation
 //! that calls the gradient kernels.
