@@ -185,6 +185,9 @@ pub fn step(args: &StepArgs) -> Result<Vec<StepResult>> {
     let config = BarlowTwinsConfig::new(ResNetConfig::new(args.arch).with_stem(stem).with_width(args.width))
         .with_projector(args.projector.clone())
         .method();
+    if let Some(other) = args.backend.iter().find(|b| args.profile.is_some() && !b.starts_with("tch")) {
+        anyhow::bail!("--profile records PyTorch's profiler, which only the LibTorch backends (tch, tch-cuda) have, not {other}");
+    }
     let mut results = vec![];
     for name in &args.backend {
         let device = backend::device(name)?.autodiff();
@@ -231,9 +234,6 @@ pub fn step(args: &StepArgs) -> Result<Vec<StepResult>> {
 
 /// `--profile-steps` steps under PyTorch's profiler, the trace in `dir`.
 fn profile(dir: &std::path::Path, name: &str, args: &StepArgs, stepper: &mut Stepper) -> Result<()> {
-    if !name.starts_with("tch") {
-        anyhow::bail!("--profile records PyTorch's profiler, which only the LibTorch backends (tch, tch-cuda) have");
-    }
     #[cfg(feature = "tch")]
     {
         use anyhow::Context;
@@ -250,7 +250,7 @@ fn profile(dir: &std::path::Path, name: &str, args: &StepArgs, stepper: &mut Ste
         })??;
         eprintln!("{name}: {} steps profiled: {}", args.profile_steps, path.display());
     }
-    let _ = (dir, args, stepper);
+    let _ = (dir, name, args, stepper);
     Ok(())
 }
 
