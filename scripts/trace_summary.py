@@ -21,23 +21,28 @@ def load(path):
     return [e for e in events if e.get("ph") == "X" and "dur" in e]
 
 
-def top_level(ops):
-    """CPU operations not inside another one on the same thread (what the framework called)."""
-    out = []
+def nested(ops):
+    """Each thread's operations in call order, with the indices of the calls each one is inside."""
     by_thread = collections.defaultdict(list)
     for e in ops:
         by_thread[e.get("tid")].append(e)
     for group in by_thread.values():
         group.sort(key=lambda e: (e["ts"], -e["dur"]))
-        end = float("-inf")
-        for e in group:
-            if e["ts"] >= end:
-                out.append(e)
-                end = e["ts"] + e["dur"]
-    return out
+        stack = []
+        for i, e in enumerate(group):
+            while stack and group[stack[-1]]["ts"] + group[stack[-1]]["dur"] <= e["ts"]:
+                stack.pop()
+            yield group, i, list(stack)
+            stack.append(i)
 
 
-# ATen operations that only allocate, view or read metadata, or copy a wrapped scalar: no kernel.
+def top_level(ops):
+    """CPU operations not inside another one on the same thread (what the framework called)."""
+    return [group[i] for group, i, callers in nested(ops) if not callers]
+
+
+# ATen operations that only allocate, view or read metadata, or convert or copy (on these traces
+# mostly the wrapped scalar of `mul(Tensor, Scalar)`): not counted as kernels.
 NO_KERNEL = {"aten::empty", "aten::empty_like", "aten::empty_strided", "aten::as_strided", "aten::as_strided_",
              "aten::view", "aten::t", "aten::transpose", "aten::expand", "aten::detach", "detach", "aten::resize_",
              "aten::lift_fresh", "aten::reshape", "aten::_reshape_alias", "aten::unsqueeze", "aten::squeeze",
@@ -49,56 +54,47 @@ NO_KERNEL = {"aten::empty", "aten::empty_like", "aten::empty_strided", "aten::as
 
 def computing(ops):
     """The operations that do the work: none of the operations they call does any (what is left
-    once allocations, views and scalar copies are set aside), each a kernel on a GPU."""
-    out = []
-    by_thread = collections.defaultdict(list)
-    for e in ops:
-        by_thread[e.get("tid")].append(e)
-    for group in by_thread.values():
-        group.sort(key=lambda e: (e["ts"], -e["dur"]))
-        stack, inner = [], set()
-        for i, e in enumerate(group):
-            while stack and group[stack[-1]]["ts"] + group[stack[-1]]["dur"] <= e["ts"]:
-                stack.pop()
-            if e["name"] not in NO_KERNEL:
-                inner.update(stack)  # its callers are not where the work is
-            stack.append(i)
-        out += [e for i, e in enumerate(group) if i not in inner and e["name"] not in NO_KERNEL]
-    return out
+    once allocations, views and conversions are set aside), each a kernel on a GPU."""
+    working, inner = [], set()
+    for group, i, callers in nested(ops):
+        if group[i]["name"] not in NO_KERNEL:
+            working.append((id(group), i, group[i]))
+            inner.update((id(group), c) for c in callers)  # its callers are not where the work is
+    return [e for g, i, e in working if (g, i) not in inner]
+
+
+def table(events, steps, top, heading, total=None):
+    """The events by name, costliest first: count and ms per step (and share of `total` ms)."""
+    by = collections.defaultdict(lambda: [0, 0.0])
+    for e in events:
+        by[e["name"]][0] += 1
+        by[e["name"]][1] += e["dur"]
+    share = total is not None
+    lines = ["", f"| {heading} | per step | ms per step |" + (" share |" if share else ""),
+             "|---|---:|---:|" + ("---:|" if share else "")]
+    for name, (n, dur) in sorted(by.items(), key=lambda kv: -kv[1][1])[:top]:
+        ms = dur / 1e3 / steps
+        lines.append(f"| `{name[:90]}` | {n / steps:.0f} | {ms:.3f} |" + (f" {ms / total:.1%} |" if share else ""))
+    return lines
 
 
 def summarise(path, steps, top):
     events = load(path)
     kernels = [e for e in events if e.get("cat") == "kernel"]
-    ops = top_level([e for e in events if e.get("cat") == "cpu_op"])
-    name = os.path.basename(path)
-    lines = [f"### {name}", ""]
+    cpu = [e for e in events if e.get("cat") == "cpu_op"]
+    ops = top_level(cpu)
+    lines = [f"### {os.path.basename(path)}", ""]
     if kernels:
         total = sum(e["dur"] for e in kernels) / 1e3 / steps
         lines.append(f"{len(kernels) / steps:.0f} GPU kernels per step, {total:.2f} ms of kernel time per step; "
                      f"{len(ops) / steps:.0f} top-level CPU operations per step")
-        by = collections.defaultdict(lambda: [0, 0.0])
-        for e in kernels:
-            by[e["name"]][0] += 1
-            by[e["name"]][1] += e["dur"]
-        rows = sorted(by.items(), key=lambda kv: -kv[1][1])[:top]
-        lines += ["", "| kernel | per step | ms per step | share |", "|---|---:|---:|---:|"]
-        for k, (n, dur) in rows:
-            lines.append(f"| `{k[:90]}` | {n / steps:.0f} | {dur / 1e3 / steps:.3f} | {dur / 1e3 / steps / total:.1%} |")
+        lines += table(kernels, steps, top, "kernel", total)
     else:
         total = sum(e["dur"] for e in ops) / 1e3 / steps
-        working = len(computing([e for e in events if e.get("cat") == "cpu_op"]))
         lines.append(f"no GPU kernels in the trace; {len(ops) / steps:.0f} top-level CPU operations per step, "
-                     f"{total:.1f} ms per step; {working / steps:.0f} computing ATen operations per step "
-                     "(each a kernel on a GPU; copies of wrapped scalars not counted)")
-        by = collections.defaultdict(lambda: [0, 0.0])
-        for e in ops:
-            by[e["name"]][0] += 1
-            by[e["name"]][1] += e["dur"]
-        rows = sorted(by.items(), key=lambda kv: -kv[1][1])[:top]
-        lines += ["", "| operation | per step | ms per step |", "|---|---:|---:|"]
-        for k, (n, dur) in rows:
-            lines.append(f"| `{k[:90]}` | {n / steps:.0f} | {dur / 1e3 / steps:.3f} |")
+                     f"{total:.1f} ms per step; {len(computing(cpu)) / steps:.0f} computing ATen operations per step "
+                     "(each a kernel on a GPU; conversions and copies not counted)")
+        lines += table(ops, steps, top, "operation")
     return "\n".join(lines) + "\n"
 
 

@@ -72,7 +72,7 @@ fn ptr(t: &TchTensor) -> *mut C_tensor {
     t.tensor.as_ptr() as *mut C_tensor
 }
 
-/// A tensor the shim created (null when it was not asked for).
+/// A tensor the shim created and hands over.
 fn owned(handle: *mut C_tensor) -> TchTensor {
     assert!(!handle.is_null(), "the LibTorch shim returned no tensor");
     // SAFETY: the shim hands over a heap-allocated at::Tensor, which tch now owns and frees.
@@ -101,24 +101,19 @@ pub fn profile<R>(path: &std::path::Path, cuda: bool, f: impl FnOnce() -> R) -> 
     Ok(out)
 }
 
-/// The symmetric padding LibTorch's convolutions take, if the options have one.
-fn symmetric(options: &ConvOptions<2>) -> Option<[i64; 2]> {
+/// A convolution's gradient with respect to its input (`input`) or its weight, from LibTorch's
+/// `convolution_backward`; `None` for asymmetric padding, which LibTorch's convolutions do not take.
+fn conv_backward(x: &TchTensor, weight: &TchTensor, grad: &TchTensor, options: &ConvOptions<2>, input: bool) -> Option<TchTensor> {
     let [(top, bottom), (left, right)] = options.padding;
-    (top == bottom && left == right).then_some([top as i64, left as i64])
-}
-
-/// `(input gradient, weight gradient)` as asked for by `want`.
-fn conv_backward(
-    x: &TchTensor,
-    weight: &TchTensor,
-    grad: &TchTensor,
-    options: &ConvOptions<2>,
-    padding: [i64; 2],
-    want: [bool; 2],
-) -> [Option<TchTensor>; 2] {
-    let stride = options.stride.map(|s| s as i64);
-    let dilation = options.dilation.map(|d| d as i64);
-    let (mut dx, mut dw) = (std::ptr::null_mut(), std::ptr::null_mut());
+    if top != bottom || left != right {
+        return None;
+    }
+    let (padding, stride, dilation) = ([top as i64, left as i64], options.stride.map(|s| s as i64), options.dilation.map(|d| d as i64));
+    let (mut wanted, mut other) = (std::ptr::null_mut(), std::ptr::null_mut());
+    let (dx, dw) = match input {
+        true => (&mut wanted, &mut other),
+        false => (&mut other, &mut wanted),
+    };
     check(unsafe {
         barlow_conv2d_backward(
             ptr(grad),
@@ -128,13 +123,13 @@ fn conv_backward(
             padding.as_ptr(),
             dilation.as_ptr(),
             options.groups as i64,
-            c_int::from(want[0]),
-            c_int::from(want[1]),
-            &mut dx,
-            &mut dw,
+            c_int::from(input),
+            c_int::from(!input),
+            dx,
+            dw,
         )
     });
-    [want[0].then(|| owned(dx)), want[1].then(|| owned(dw))]
+    Some(owned(wanted))
 }
 
 impl Kernels for LibTorch {
@@ -144,13 +139,8 @@ impl Kernels for LibTorch {
         output_grad: FloatTensor<Self>,
         options: ConvOptions<2>,
     ) -> FloatTensor<Self> {
-        match symmetric(&options) {
-            Some(padding) => {
-                let [dx, _] = conv_backward(&x, &weight, &output_grad, &options, padding, [true, false]);
-                dx.expect("asked for")
-            }
-            None => LibTorch::conv2d_x_backward(x, weight, output_grad, options),
-        }
+        conv_backward(&x, &weight, &output_grad, &options, true)
+            .unwrap_or_else(|| LibTorch::conv2d_x_backward(x, weight, output_grad, options))
     }
 
     fn conv2d_weight_grad(
@@ -159,13 +149,8 @@ impl Kernels for LibTorch {
         output_grad: FloatTensor<Self>,
         options: ConvOptions<2>,
     ) -> FloatTensor<Self> {
-        match symmetric(&options) {
-            Some(padding) => {
-                let [_, dw] = conv_backward(&x, &weight, &output_grad, &options, padding, [false, true]);
-                dw.expect("asked for")
-            }
-            None => LibTorch::conv2d_weight_backward(x, weight, output_grad, options),
-        }
+        conv_backward(&x, &weight, &output_grad, &options, false)
+            .unwrap_or_else(|| LibTorch::conv2d_weight_backward(x, weight, output_grad, options))
     }
 
     fn channels_last(x: FloatTensor<Self>) -> FloatTensor<Self> {
