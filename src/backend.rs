@@ -33,8 +33,8 @@ pub fn available() -> Vec<&'static str> {
 
 /// The device for a backend name: `flex`, `ndarray`, `cpu`, `cuda[:i]`, `wgpu`, `tch` (LibTorch
 /// on the CPU), `tch-cuda[:i]` (LibTorch on a GPU); `auto` is a CUDA device when the build has
-/// CUDA (`cuda`, else LibTorch's) and the machine a CUDA GPU, else the first CPU backend. A GPU backend whose driver or
-/// device is missing is an error that says so.
+/// CUDA (`cuda`, else LibTorch's) and the machine a CUDA GPU, else the first CPU backend. A GPU
+/// backend whose driver or device is missing is an error that says so.
 #[allow(deprecated)] // ndarray and tch are deprecated upstream but still measured
 pub fn device(name: &str) -> Result<Device> {
     if name == "auto" {
