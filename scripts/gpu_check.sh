@@ -25,7 +25,7 @@ dry=0 budget=540
 # The check runs after the rows: on an empty kernel cache each new shape's first step compiles for
 # about 84 s (H200, 2026-11-27), which would time the check out before anything is measured.
 # LibTorch first: no kernels to compile, and PyTorch's own kernels (the likeliest route to its speed).
-stages="setup check-tch row1-tch row1-torch row2-tch row2-torch row1bf-tch row2bf-tch profile-tch tf32-torch train-tch row1-cuda row2-cuda check-cuda row1bf-cuda row2bf-cuda train-cuda check-wgpu row1-wgpu row2-wgpu"
+stages="setup check-tch row1-tch row1-torch row2-tch row2-torch row1bf-tch row2bf-tch tiny-tch tiny-torch profile-tch tf32-torch train-tch row1-cuda row2-cuda check-cuda row1bf-cuda row2bf-cuda train-cuda check-wgpu row1-wgpu row2-wgpu"
 while [ $# -gt 0 ]; do
   case $1 in
     --cpu-dry-run) dry=1; shift ;;
@@ -83,6 +83,9 @@ else
   torch1=$row1 torch2=$row2 train_set=""
   steps=10 warm=90 train_secs=100
 fi
+# Row 1 at width 4, N=2: next to no arithmetic, so what is left is each framework's cost per
+# operation (dispatch, launch, autodiff bookkeeping), which bounds how fast a small step can be.
+tiny="--width 4 --batch 2 --size 8 --projector 16-16-16"
 
 setup() {
   set -e
@@ -141,7 +144,7 @@ barlow() {
   fi
   ${limit:+timeout -s INT "$limit"} env LD_LIBRARY_PATH="$libs" "$exe" "$@"
 }
-bench() { barlow "$1" bench step --backend "$(backend "$1")" $2 --steps $steps --warmup-secs $warm --json; }
+bench() { barlow "$1" bench step --backend "$(backend "$1")" $2 --steps ${3:-$steps} --warmup-secs $warm --json; }
 check() {
   # Each stem once: ResNet-18 CIFAR as row 1 (smaller batch), ResNet-50 ImageNet at 96 px.
   barlow "$1" bench check --backend "$(backend "$1")" --batch 16 --json &&
@@ -176,7 +179,7 @@ profile() {
   done
 }
 export -f setup backend barlow bench check train profile
-export dry kit work bin tch_bin torch_lib python out steps warm train_secs train_set row1 row2 torch1 torch2
+export dry kit work bin tch_bin torch_lib python out steps warm train_secs train_set row1 row2 torch1 torch2 tiny
 
 say "gpu_check: kit $kit, out $out, budget ${budget}s, stages: $stages"
 for s in $stages; do
@@ -187,6 +190,8 @@ for s in $stages; do
     tf32-torch) run_stage "$s" 120 "$python scripts/torch_tf32_check.py --json" ;;
     row1-torch) run_stage "$s" 90 "$python scripts/torch_step.py $torch1 --steps $steps --json" ;;
     row2-torch) run_stage "$s" 90 "$python scripts/torch_step.py $torch2 --steps $steps --json" ;;
+    tiny-torch) run_stage "$s" 90 "$python scripts/torch_step.py $tiny --steps 30 --precision fp32,bf16 --json" ;;
+    tiny-*) run_stage "$s" 90 "bench $b \"\$tiny\" 30 && bench $b \"\$tiny --precision bf16\" 30" ;;
     row1bf-*) run_stage "$s" $(( warm + 60 )) "bench $b \"\$row1 --precision bf16\"" ;;
     row2bf-*) run_stage "$s" $(( warm + 60 )) "bench $b \"\$row2 --precision bf16\"" ;;
     row1-*) run_stage "$s" $(( warm + 60 )) "bench $b \"\$row1\"" ;;

@@ -33,7 +33,7 @@ def main():
     print(f"# GPU check, {datetime.date.today()}, {card}\n")
 
     def shape(r):
-        return (r["arch"], r["batch"], r["size"], "-".join(map(str, r["projector"])) if isinstance(r["projector"], list) else r["projector"])
+        return (r["arch"], r.get("width", 64), r["batch"], r["size"], "-".join(map(str, r["projector"])) if isinstance(r["projector"], list) else r["projector"])
 
     print("## One training step (s/step, images/s in brackets); ratio = PyTorch time / barlow time "
           "at the same precision (barlow f32 vs PyTorch fp32, barlow bf16 vs PyTorch bf16 autocast)\n")
@@ -46,12 +46,13 @@ def main():
           " | ".join(f"{name(c)} ratio" for c in columns) + " |")
     print("|---" * (1 + 2 * len(columns) + len(precisions)) + "|")
     for key in sorted({shape(r) for r in steps + torch}):
-        arch, batch, size, proj = key
+        arch, width, batch, size, proj = key
         mine = {(r["backend"], r.get("precision", "f32")): r for r in steps if shape(r) == key}
         ref = {r["precision"]: r for r in torch if shape(r) == key}
         cell = lambda r: f"{r['s_per_step']:.3f} ({r['images_per_s']:.0f})" if r else "—"
         ratio = lambda c: (f"{ref[reference[c[1]]]['s_per_step'] / mine[c]['s_per_step']:.2f}×"
                            if c in mine and reference.get(c[1]) in ref else "—")
+        arch = arch if width == 64 else f"{arch} width {width}"
         print(f"| {arch}, N={batch}, {size} px, {proj} | " + " | ".join(cell(mine.get(c)) for c in columns) +
               " | " + " | ".join(cell(ref.get(p)) for p in precisions) + " | " +
               " | ".join(ratio(c) for c in columns) + " |")

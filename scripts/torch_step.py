@@ -49,12 +49,33 @@ class LARS(torch.optim.Optimizer):
                 p.add_(mu, alpha=-g["lr"])
 
 
+def resnet(arch, width):
+    """torchvision's ResNet with every stage's channels scaled by width/64, as `barlow --width`."""
+    if width == 64:
+        return getattr(torchvision.models, arch)(zero_init_residual=True)
+    block, layers = {"resnet18": (torchvision.models.resnet.BasicBlock, [2, 2, 2, 2]),
+                     "resnet34": (torchvision.models.resnet.BasicBlock, [3, 4, 6, 3]),
+                     "resnet50": (torchvision.models.resnet.Bottleneck, [3, 4, 6, 3])}[arch]
+
+    class Scaled(torchvision.models.ResNet):
+        def _make_layer(self, block, planes, blocks, stride=1, dilate=False):
+            if planes == 64:  # the first stage follows a stem of `width` channels
+                self.inplanes = width
+            return super()._make_layer(block, planes * width // 64, blocks, stride, dilate)
+
+    net = Scaled(block, layers, zero_init_residual=True)
+    net.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
+    net.bn1 = nn.BatchNorm2d(width)
+    net.fc = nn.Linear(8 * width * block.expansion, 1)
+    return net
+
+
 class BarlowTwins(nn.Module):
-    def __init__(self, arch, cifar_stem, sizes, lambd=0.0051):
+    def __init__(self, arch, width, cifar_stem, sizes, lambd=0.0051):
         super().__init__()
-        self.backbone = getattr(torchvision.models, arch)(zero_init_residual=True)
+        self.backbone = resnet(arch, width)
         if cifar_stem:
-            self.backbone.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+            self.backbone.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
             self.backbone.maxpool = nn.Identity()
         features = self.backbone.fc.in_features
         self.backbone.fc = nn.Identity()
@@ -85,7 +106,7 @@ def measure(args, device, precision):
         torch.backends.cudnn.allow_tf32 = precision == "tf32"
     bf16 = precision == "bf16"
     layout = torch.channels_last if bf16 else torch.contiguous_format
-    model = BarlowTwins(args.arch, args.size <= 64, [int(s) for s in args.projector.split("-")])
+    model = BarlowTwins(args.arch, args.width, args.size <= 64, [int(s) for s in args.projector.split("-")])
     model = model.to(device, memory_format=layout)
     weights = [p for p in model.parameters() if p.ndim != 1]
     biases = [p for p in model.parameters() if p.ndim == 1]
@@ -138,7 +159,7 @@ def measure(args, device, precision):
         os.makedirs(args.profile, exist_ok=True)
         prof.export_chrome_trace(os.path.join(args.profile, f"pytorch-{precision}.json"))
     where = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} threads"
-    return dict(framework="pytorch", precision=precision, arch=args.arch, batch=args.batch, size=args.size,
+    return dict(framework="pytorch", precision=precision, arch=args.arch, width=args.width, batch=args.batch, size=args.size,
                 projector=args.projector, s_per_step=mean, images_per_s=args.batch / mean, steps=args.steps,
                 warmup=dict(steps=len(warm), seconds=warmup_s, first_step_s=warm[0] if warm else None),
                 loss=loss, torch=torch.__version__, device=where)
@@ -147,6 +168,8 @@ def measure(args, device, precision):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--arch", default="resnet18", choices=["resnet18", "resnet34", "resnet50"])
+    ap.add_argument("--width", type=int, default=64, help="channels of the first stage (64: the standard ResNet); "
+                    "a small width leaves mostly the per-operation overhead")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--size", type=int, default=32, help="up to 64 px the CIFAR stem, above it the ImageNet one")
     ap.add_argument("--projector", default="2048-2048-2048")
