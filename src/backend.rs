@@ -100,7 +100,7 @@ fn is_cpu_name(name: &str) -> bool {
 
 /// Whether `device` (with or without autodiff) is one of the CPU backends, which run each
 /// operation as it comes and so gain nothing from larger batches or fewer synchronisations.
-#[allow(deprecated)]
+#[allow(deprecated, clippy::vec_init_then_push)] // each push under its own feature
 pub fn is_cpu(device: &Device) -> bool {
     let mut cpus: Vec<Device> = vec![];
     #[cfg(feature = "flex")]

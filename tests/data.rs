@@ -25,7 +25,7 @@ fn cifar_records_become_rgb_pixels_with_labels() {
     std::fs::write(&file, [cifar_record(3, 1), cifar_record(9, 7)].concat()).unwrap();
     let norm = data::Normalize::gray(0.5, 0.5);
     let classes = datasets::CIFAR10_CLASSES.map(String::from).to_vec();
-    let set = datasets::read_cifar("cifar10", &[file.clone()], 1, classes.clone(), norm).unwrap();
+    let set = datasets::read_cifar("cifar10", std::slice::from_ref(&file), 1, classes.clone(), norm).unwrap();
     assert_eq!(set.len(), 2);
     assert_eq!(set.labels().unwrap(), &[3, 9]);
     let img = set.image(1).unwrap();
@@ -34,7 +34,7 @@ fn cifar_records_become_rgb_pixels_with_labels() {
     assert_eq!(&img.pixels[15..18], &[byte(5), byte(1029), byte(2053)]);
 
     std::fs::write(&file, &cifar_record(1, 1)[..3000]).unwrap();
-    let e = err_text(datasets::read_cifar("cifar10", &[file.clone()], 1, classes, norm));
+    let e = err_text(datasets::read_cifar("cifar10", std::slice::from_ref(&file), 1, classes, norm));
     assert!(e.contains("data_batch_1.bin") && e.contains("3000 bytes"), "{e}");
 }
 

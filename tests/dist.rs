@@ -76,7 +76,7 @@ struct Outcome {
 fn run(par: &Parallel, model: &BarlowTwins, device: &Device) -> Outcome {
     let (rank, size) = (par.comm.rank(), par.comm.size());
     let n = N / size;
-    let mut model = barlow::dist::step::broadcast_module(copy(&model, device), &par.comm, 0).unwrap();
+    let mut model = barlow::dist::step::broadcast_module(copy(model, device), &par.comm, 0).unwrap();
     let mut optim = LarsConfig::new().init();
     let (mut losses, mut c, mut grads) = (vec![], vec![], vec![]);
     for step in 0..STEPS {
@@ -143,6 +143,7 @@ fn differences(ours: &Outcome, whole: &Outcome) -> (Vec<String>, f64) {
     let mut worst = 0f64;
     let mut check = |what: String, err: f64| {
         worst = worst.max(err);
+        #[allow(clippy::neg_cmp_op_on_partial_ord)] // NaN fails too
         if !(err <= TOLERANCE) {
             out.push(format!("{what}: relative error {err:.2e}"));
         }
@@ -240,6 +241,9 @@ fn all_gather_stacks_the_workers_rows_and_hands_each_its_share_of_the_gradient()
     assert_eq!(out[0].2, out[1].2);
 }
 
+/// One run of BatchNorm: its output, the gradients of x, γ and β, and the batch variance.
+type Part = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
+
 /// The synchronised BatchNorm for backends without barlow's kernels (tensor operations and the
 /// differentiable all-reduce), on two halves, against BatchNorm over the whole batch.
 #[test]
@@ -275,10 +279,10 @@ fn synchronised_batch_norm_from_tensor_ops_is_batch_norm_over_the_whole_batch() 
         })
         .collect();
     let parts: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-    let joined = |f: fn(&(Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>)) -> &Vec<f32>| {
+    let joined = |f: fn(&Part) -> &Vec<f32>| {
         parts.iter().flat_map(|p| f(p).clone()).collect::<Vec<f32>>()
     };
-    let summed = |f: fn(&(Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>)) -> &Vec<f32>| {
+    let summed = |f: fn(&Part) -> &Vec<f32>| {
         f(&parts[0]).iter().zip(f(&parts[1])).map(|(a, b)| a + b).collect::<Vec<f32>>()
     };
     assert!(rel_err(&joined(|p| &p.0), &whole.0) < 1e-5, "output");

@@ -155,7 +155,8 @@ fn nt_xent_and_vicreg_gradients_match_finite_differences() {
     };
     let a: Vec<f64> = (0..n * d).map(|_| rand()).collect();
     let b: Vec<f64> = a.iter().map(|x| 0.8 * x + 0.4 * rand()).collect();
-    let losses: [(&str, fn(Tensor<2>, Tensor<2>) -> Tensor<1>); 2] = [
+    type Loss = fn(Tensor<2>, Tensor<2>) -> Tensor<1>;
+    let losses: [(&str, Loss); 2] = [
         ("nt_xent", |a, b| simclr::nt_xent(a, b, 0.3)),
         ("vicreg", |a, b| vicreg::vicreg_loss(a, b, vicreg::Weights::default()).total),
     ];

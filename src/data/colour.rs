@@ -223,8 +223,8 @@ fn symmetric_sum(out: &mut [f32], side: &[f32], src: &[f32], starts: &[usize]) {
         out[x..x + 8].copy_from_slice(&symmetric_block::<8>(x, side, src, starts));
         x += 8;
     }
-    for x in x..n {
-        out[x] = symmetric_block::<1>(x, side, src, starts)[0];
+    for (x, out) in out.iter_mut().enumerate().skip(x) {
+        *out = symmetric_block::<1>(x, side, src, starts)[0];
     }
 }
 
@@ -237,10 +237,10 @@ fn symmetric_block<const B: usize>(x: usize, side: &[f32], src: &[f32], starts: 
     for j in 0..B {
         acc[j] = side[0] * centre[j];
     }
-    for d in 1..=r {
+    for (d, &w) in side.iter().enumerate().skip(1) {
         let (lo, hi) = (at(r - d), at(r + d));
         for j in 0..B {
-            acc[j] += side[d] * (lo[j] + hi[j]);
+            acc[j] += w * (lo[j] + hi[j]);
         }
     }
     acc
@@ -260,8 +260,8 @@ pub(crate) fn weighted_sum(out: &mut [f32], weights: &[f32], src: &[f32], start:
         out[x..x + 8].copy_from_slice(&weighted_block::<8>(start + x, weights, src, stride));
         x += 8;
     }
-    for x in x..n {
-        out[x] = weighted_block::<1>(start + x, weights, src, stride)[0];
+    for (x, out) in out.iter_mut().enumerate().skip(x) {
+        *out = weighted_block::<1>(start + x, weights, src, stride)[0];
     }
 }
 

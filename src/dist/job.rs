@@ -23,8 +23,10 @@ pub struct Job {
     par: Parallel,
     /// From the end of the first step (compilation, tuning and first-touch excluded): when,
     /// the collectives' counts then, and the steps since.
-    clock: RefCell<Option<(Instant, Vec<(meter::Kind, Totals)>, usize)>>,
+    clock: RefCell<Option<Clock>>,
 }
+
+type Clock = (Instant, Vec<(meter::Kind, Totals)>, usize);
 
 impl Job {
     /// Joins `comm`'s job for a run of `config` writing into `out`: checks that the global batch
@@ -83,6 +85,7 @@ impl Job {
 
     /// One optimisation step on this worker's share of the global batch; in a one-process job,
     /// exactly [`crate::train::train_step`].
+    #[allow(clippy::too_many_arguments)] // train_step's own, and the job
     pub fn step(
         &self,
         model: Model,
