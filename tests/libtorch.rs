@@ -118,6 +118,41 @@ fn batch_norm_and_its_gradients_match_burns_ops() {
     }
 }
 
+/// The output and the running statistics after one batch, through LibTorch's BatchNorm (which
+/// moves them inside its kernels) or through burn's ops and the formula.
+fn running_values(shape: &[usize], ours: bool) -> [Vec<f32>; 3] {
+    let device = device();
+    let c = shape[1];
+    let x = tensor::<4>(pseudo_random(shape, 5, 0.5), &device).require_grad();
+    let (gamma, beta) = (tensor::<1>(pseudo_random(&[c], 6, 1.0), &device), tensor::<1>(pseudo_random(&[c], 7, 0.0), &device));
+    let running = (tensor::<1>(pseudo_random(&[c], 8, 0.0), &device), tensor::<1>(pseudo_random(&[c], 9, 2.0), &device));
+    let count = (shape.iter().product::<usize>() / c) as f64;
+    let unbiased = count / (count.max(2.0) - 1.0);
+    let (output, (mean, var)) = match ours {
+        true => ops::batch_norm_running(x, gamma, beta, 1e-5, false, None, running, 0.1, unbiased),
+        false => {
+            let r = burn::tensor::module::batch_norm_train(x, gamma, beta, 1e-5);
+            let mean = running.0.mul_scalar(0.9) + r.mean.mul_scalar(0.1);
+            let var = running.1.mul_scalar(0.9) + r.variance.mul_scalar(0.1 * unbiased);
+            (r.output, (mean, var))
+        }
+    };
+    [values(output), values(mean), values(var)]
+}
+
+#[test]
+fn running_statistics_move_as_pytorchs_do() {
+    // [1, C, 1, 1]: one value per channel, where LibTorch's own n/(n − 1) would divide by zero.
+    for shape in [[8, 3, 5, 5], [6, 4, 1, 1], [1, 3, 1, 1]] {
+        let ours = running_values(&shape, true);
+        let burns = running_values(&shape, false);
+        for (name, a, b) in [("output", &ours[0], &burns[0]), ("running mean", &ours[1], &burns[1]), ("running variance", &ours[2], &burns[2])] {
+            let err = rel_diff(a, b);
+            assert!(err < 1e-5, "{shape:?}: {name} differs by {err}");
+        }
+    }
+}
+
 #[test]
 fn channels_last_keeps_values_and_gradients() {
     // bf16 training lays the images out channels-last: the convolution must not notice.

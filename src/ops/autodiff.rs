@@ -1,7 +1,7 @@
 //! [`Kernels`] under autodiff: the forward runs on the inner backend and records one backward
 //! step that calls the inner backend's gradient kernels.
 
-use super::{ChannelSync, Kernels};
+use super::{ChannelSync, Kernels, Running};
 use burn::backend::Backend;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -39,17 +39,17 @@ impl<B: Backend + Kernels> Backward<B, 2> for Conv2dBackward {
 struct BatchNormBackward;
 
 impl<B: Backend + Kernels> Backward<B, 3> for BatchNormBackward {
-    /// Input and gamma (checkpointed), mean, variance, epsilon, fused ReLU, the output (for the
-    /// ReLU's mask) and the synchronisation.
+    /// Input and gamma (checkpointed), mean, the inner backend's saved spread, epsilon, fused
+    /// ReLU, the output (for the ReLU's mask) and the synchronisation.
     type State = (NodeId, NodeId, Primitive<B>, Primitive<B>, f64, bool, Primitive<B>, Option<ChannelSync>);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
         let [node_x, node_gamma, node_beta] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
-        let (x, gamma, mean, variance, epsilon, relu, output, sync) = ops.state;
+        let (x, gamma, mean, saved, epsilon, relu, output, sync) = ops.state;
         let x = checkpointer.retrieve_node_output::<Primitive<B>>(x);
         let gamma = checkpointer.retrieve_node_output::<Primitive<B>>(gamma);
-        let (dx, dgamma, dbeta) = B::batch_norm_backward(x, gamma, mean, variance, epsilon, relu, output, grad, sync);
+        let (dx, dgamma, dbeta) = B::batch_norm_backward(x, gamma, mean, saved, epsilon, relu, output, grad, sync);
         for (node, grad) in [(node_x, dx), (node_gamma, dgamma), (node_beta, dbeta)] {
             if let Some(node) = node {
                 grads.register::<B>(node.id, grad);
@@ -113,6 +113,10 @@ impl<B: Backend + Kernels, C: CheckpointStrategy> Kernels for Autodiff<B, C> {
         FloatTensor::<Self>::new(B::running_update(running, batch, momentum, scale))
     }
 
+    fn batch_norm_variance(saved: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self> {
+        FloatTensor::<Self>::new(B::batch_norm_variance(saved.into_primitive(), epsilon))
+    }
+
     fn add_relu(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
         match AddReluBackward.prepare::<C>([a.node(), b.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
@@ -131,33 +135,55 @@ impl<B: Backend + Kernels, C: CheckpointStrategy> Kernels for Autodiff<B, C> {
         relu: bool,
         sync: Option<ChannelSync>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        // The autodiff tensor type is only nameable through the backend's associated type.
-        type AutodiffTensor<B, C> = FloatTensor<Autodiff<B, C>>;
-        match BatchNormBackward.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(mut prep) => {
-                let (x_state, gamma_state) = (prep.checkpoint(&x), prep.checkpoint(&gamma));
-                let (y, mean, var) = B::batch_norm_forward(
-                    x.into_primitive(),
-                    gamma.into_primitive(),
-                    beta.into_primitive(),
-                    epsilon,
-                    relu,
-                    sync.clone(),
-                );
-                let state = (x_state, gamma_state, mean.clone(), var.clone(), epsilon, relu, y.clone(), sync);
-                (prep.finish(state, y), AutodiffTensor::<B, C>::new(mean), AutodiffTensor::<B, C>::new(var))
-            }
-            OpsKind::UnTracked(prep) => {
-                let (y, mean, var) = B::batch_norm_forward(
-                    x.into_primitive(),
-                    gamma.into_primitive(),
-                    beta.into_primitive(),
-                    epsilon,
-                    relu,
-                    sync,
-                );
-                (prep.finish(y), AutodiffTensor::<B, C>::new(mean), AutodiffTensor::<B, C>::new(var))
-            }
+        let forward = |x, gamma, beta, sync| {
+            let (y, mean, saved) = B::batch_norm_forward(x, gamma, beta, epsilon, relu, sync);
+            (y, mean, saved, ())
+        };
+        let (y, mean, saved, ()) = record_batch_norm::<B, C, ()>(x, gamma, beta, epsilon, relu, sync, forward);
+        (y, mean, saved)
+    }
+
+    fn batch_norm_forward_running(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+        relu: bool,
+        running: Running<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>, Running<Self>) {
+        let Running { mean: running_mean, var: running_var, momentum, unbiased } = running;
+        let inner = Running { mean: running_mean.into_primitive(), var: running_var.into_primitive(), momentum, unbiased };
+        let forward = |x, gamma, beta, _| B::batch_norm_forward_running(x, gamma, beta, epsilon, relu, inner);
+        let (y, mean, saved, moved) = record_batch_norm::<B, C, Running<B>>(x, gamma, beta, epsilon, relu, None, forward);
+        // Running statistics are constants to the gradient.
+        let moved = Running { mean: FloatTensor::<Self>::new(moved.mean), var: FloatTensor::<Self>::new(moved.var), momentum, unbiased };
+        (y, mean, saved, moved)
+    }
+}
+
+/// A training-mode BatchNorm `forward` on the inner backend, recorded as one backward step
+/// (when anything before it is tracked); `R` is whatever else the forward returns.
+fn record_batch_norm<B: Backend + Kernels, C: CheckpointStrategy, R>(
+    x: FloatTensor<Autodiff<B, C>>,
+    gamma: FloatTensor<Autodiff<B, C>>,
+    beta: FloatTensor<Autodiff<B, C>>,
+    epsilon: f64,
+    relu: bool,
+    sync: Option<ChannelSync>,
+    forward: impl FnOnce(Primitive<B>, Primitive<B>, Primitive<B>, Option<ChannelSync>) -> (Primitive<B>, Primitive<B>, Primitive<B>, R),
+) -> (FloatTensor<Autodiff<B, C>>, FloatTensor<Autodiff<B, C>>, FloatTensor<Autodiff<B, C>>, R) {
+    // The autodiff tensor type is only nameable through the backend's associated type.
+    type AutodiffTensor<B, C> = FloatTensor<Autodiff<B, C>>;
+    match BatchNormBackward.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
+        OpsKind::Tracked(mut prep) => {
+            let (x_state, gamma_state) = (prep.checkpoint(&x), prep.checkpoint(&gamma));
+            let (y, mean, saved, rest) = forward(x.into_primitive(), gamma.into_primitive(), beta.into_primitive(), sync.clone());
+            let state = (x_state, gamma_state, mean.clone(), saved.clone(), epsilon, relu, y.clone(), sync);
+            (prep.finish(state, y), AutodiffTensor::<B, C>::new(mean), AutodiffTensor::<B, C>::new(saved), rest)
+        }
+        OpsKind::UnTracked(prep) => {
+            let (y, mean, saved, rest) = forward(x.into_primitive(), gamma.into_primitive(), beta.into_primitive(), sync);
+            (prep.finish(y), AutodiffTensor::<B, C>::new(mean), AutodiffTensor::<B, C>::new(saved), rest)
         }
     }
 }

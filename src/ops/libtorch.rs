@@ -9,7 +9,7 @@
 
 #![allow(deprecated)] // burn marks its LibTorch backend deprecated; barlow still runs on it
 
-use super::{ChannelSync, Kernels};
+use super::{ChannelSync, Kernels, Running};
 use burn::backend::LibTorch;
 use burn::backend::libtorch::TchTensor;
 use burn::backend::ops::{ConvOptions, ModuleOps};
@@ -187,16 +187,59 @@ impl Kernels for LibTorch {
         if relu {
             let _ = y.relu_();
         }
-        // The running statistics want the biased variance; LibTorch keeps 1/sqrt(var + eps).
-        let variance = invstd.pow_tensor_scalar(-2.0) - epsilon;
-        (TchTensor::new(y), TchTensor::new(mean), TchTensor::new(variance))
+        // Kept as LibTorch saves it for its backward: 1/√(var + ε).
+        (TchTensor::new(y), TchTensor::new(mean), TchTensor::new(invstd))
+    }
+
+    fn batch_norm_forward_running(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+        relu: bool,
+        running: Running<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>, Running<Self>) {
+        // LibTorch moves the running statistics in place, inside its BatchNorm kernels (with the
+        // unbiased variance, as barlow's `unbiased` does): on copies, since burn's tensors may
+        // share storage with others (a module's clone, an evaluation copy).
+        let count = x.tensor.numel() / x.tensor.size()[1] as usize;
+        if count < 2 {
+            // LibTorch's n/(n − 1) would divide by zero where barlow's factor is guarded.
+            return super::forward_then_running(x, gamma, beta, epsilon, relu, running);
+        }
+        let Running { mean, var, momentum, unbiased } = running;
+        let copy = |t: &tch::Tensor| {
+            // One kernel (tch's `copy()` would zero the new tensor first).
+            let mut c = t.empty_like();
+            c.copy_(t);
+            c
+        };
+        let (running_mean, running_var) = (copy(&mean.tensor), copy(&var.tensor));
+        let (mut y, mean, invstd) = x.tensor.native_batch_norm(
+            Some(&gamma.tensor),
+            Some(&beta.tensor),
+            Some(&running_mean),
+            Some(&running_var),
+            true,
+            momentum,
+            epsilon,
+        );
+        if relu {
+            let _ = y.relu_();
+        }
+        let moved = Running { mean: TchTensor::new(running_mean), var: TchTensor::new(running_var), momentum, unbiased };
+        (TchTensor::new(y), TchTensor::new(mean), TchTensor::new(invstd), moved)
+    }
+
+    fn batch_norm_variance(invstd: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self> {
+        TchTensor::new(invstd.tensor.pow_tensor_scalar(-2.0) - epsilon)
     }
 
     fn batch_norm_backward(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         mean: FloatTensor<Self>,
-        variance: FloatTensor<Self>,
+        invstd: FloatTensor<Self>,
         epsilon: f64,
         relu: bool,
         output: FloatTensor<Self>,
@@ -208,7 +251,6 @@ impl Kernels for LibTorch {
             true => Self::relu_grad(output, output_grad),
             false => output_grad,
         };
-        let invstd = TchTensor::new((&variance.tensor + epsilon).rsqrt());
         let (mut dx, mut dgamma, mut dbeta) = (std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut());
         check(unsafe {
             barlow_batch_norm_backward(

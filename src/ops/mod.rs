@@ -31,7 +31,7 @@ mod winograd;
 
 use burn::backend::ops::ConvOptions;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Backend, Dispatch, DispatchDevice, backend_extension};
+use burn::backend::{Backend, Dispatch, DispatchDevice, ExtensionType, backend_extension};
 use burn::tensor::Tensor;
 
 /// The operations of a convolutional training step that barlow implements itself on the CPU.
@@ -89,7 +89,9 @@ pub trait Kernels: Backend {
     }
 
     /// Training-mode BatchNorm over the batch and every axis after the channels, then a ReLU
-    /// when `relu`: `(output, mean, biased variance)`; with `sync`, over every worker's batch.
+    /// when `relu`: `(output, mean, saved)`; with `sync`, over every worker's batch. `saved` is
+    /// the spread in the form this backend's backward takes (the biased variance, unless
+    /// [`batch_norm_variance`](Kernels::batch_norm_variance) says otherwise).
     fn batch_norm_forward(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
@@ -104,8 +106,27 @@ pub trait Kernels: Backend {
         (output, r.mean, r.variance)
     }
 
-    /// Gradients `(x, gamma, beta)` of [`batch_norm_forward`](Kernels::batch_norm_forward);
-    /// `output` is its output (read only under a fused ReLU).
+    /// [`batch_norm_forward`](Kernels::batch_norm_forward) on this worker's batch, which also
+    /// moves the running statistics towards the batch's: `(output, mean, saved, running)`.
+    fn batch_norm_forward_running(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+        relu: bool,
+        #[extension_type] running: Running<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>, Running<Self>) {
+        forward_then_running(x, gamma, beta, epsilon, relu, running)
+    }
+
+    /// The biased variance from [`batch_norm_forward`](Kernels::batch_norm_forward)'s `saved`.
+    fn batch_norm_variance(saved: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self> {
+        let _ = epsilon;
+        saved
+    }
+
+    /// Gradients `(x, gamma, beta)` of [`batch_norm_forward`](Kernels::batch_norm_forward),
+    /// from its `mean` and `saved`; `output` is its output (read only under a fused ReLU).
     #[allow(clippy::too_many_arguments)]
     fn batch_norm_backward(
         x: FloatTensor<Self>,
@@ -123,6 +144,39 @@ pub trait Kernels: Backend {
         let r = Self::batch_norm_train_backward(x, gamma, mean, variance, epsilon, grad);
         (r.x_grad, r.gamma_grad, r.beta_grad)
     }
+}
+
+/// A BatchNorm's running statistics, and how far each batch moves them:
+/// `running ← (1 − momentum)·running + momentum·batch`, the batch's variance made unbiased by
+/// the factor `unbiased` (PyTorch's convention; burn's own BatchNorm keeps the biased one).
+#[derive(ExtensionType)]
+pub struct Running<B: Backend> {
+    pub mean: FloatTensor<B>,
+    pub var: FloatTensor<B>,
+    pub momentum: f64,
+    pub unbiased: f64,
+}
+
+/// [`Kernels::batch_norm_forward_running`] composed: the forward, then each running statistic's update.
+#[allow(clippy::type_complexity)]
+fn forward_then_running<B: Kernels>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    beta: FloatTensor<B>,
+    epsilon: f64,
+    relu: bool,
+    running: Running<B>,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, Running<B>) {
+    let (output, mean, saved) = B::batch_norm_forward(x, gamma, beta, epsilon, relu, None);
+    let variance = B::batch_norm_variance(saved.clone(), epsilon);
+    let Running { mean: running_mean, var: running_var, momentum, unbiased } = running;
+    let moved = Running {
+        mean: B::running_update(running_mean, mean.clone(), momentum, 1.0),
+        var: B::running_update(running_var, variance, momentum, unbiased),
+        momentum,
+        unbiased,
+    };
+    (output, mean, saved, moved)
 }
 
 /// What a synchronised BatchNorm sums its statistics with (see [`batch_norm::ChannelSum`]).
@@ -173,6 +227,38 @@ pub fn running_update(running: Tensor<1>, batch: Tensor<1>, momentum: f64, scale
     Tensor::from_dispatch(<Dispatch as Kernels>::running_update(running, batch, momentum, scale))
 }
 
+/// Training-mode BatchNorm (then ReLU when `relu`) that also moves the running statistics
+/// `running = (mean, variance)` towards the batch's by `momentum` (the variance's made unbiased by
+/// `unbiased`): `(output, running)`. On LibTorch one `native_batch_norm` does both, as in PyTorch.
+pub fn batch_norm_running<const D: usize>(
+    x: Tensor<D>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    epsilon: f64,
+    relu: bool,
+    sync: Option<ChannelSync>,
+    running: (Tensor<1>, Tensor<1>),
+    momentum: f64,
+    unbiased: f64,
+) -> (Tensor<D>, (Tensor<1>, Tensor<1>)) {
+    if sync.is_some() || !on_fast_backend(&x) {
+        let r = batch_norm_train(x, gamma, beta, epsilon, relu, sync);
+        let mean = running_update(running.0, r.mean.detach(), momentum, 1.0);
+        let var = running_update(running.1, r.variance.detach(), momentum, unbiased);
+        return (r.output, (mean, var));
+    }
+    let running = Running { mean: running.0.into_dispatch(), var: running.1.into_dispatch(), momentum, unbiased };
+    let (output, _, _, moved) = <Dispatch as Kernels>::batch_norm_forward_running(
+        x.into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
+        epsilon,
+        relu,
+        running,
+    );
+    (Tensor::from_dispatch(output), (Tensor::from_dispatch(moved.mean), Tensor::from_dispatch(moved.var)))
+}
+
 /// Whether BatchNorm here takes bfloat16 input with f32 statistics and parameters (LibTorch's
 /// kernels, as under PyTorch's autocast), so that a bfloat16 convolution's result need not go
 /// back to f32 before it.
@@ -219,7 +305,7 @@ pub fn batch_norm_train<const D: usize>(
         let output = if relu { burn::tensor::activation::relu(r.output) } else { r.output };
         return BatchNormOutput { output, mean: r.mean, variance: r.variance };
     }
-    let (output, mean, variance) = <Dispatch as Kernels>::batch_norm_forward(
+    let (output, mean, saved) = <Dispatch as Kernels>::batch_norm_forward(
         x.into_dispatch(),
         gamma.into_dispatch(),
         beta.into_dispatch(),
@@ -230,6 +316,6 @@ pub fn batch_norm_train<const D: usize>(
     BatchNormOutput {
         output: Tensor::from_dispatch(output),
         mean: Tensor::from_dispatch(mean),
-        variance: Tensor::from_dispatch(variance),
+        variance: Tensor::from_dispatch(<Dispatch as Kernels>::batch_norm_variance(saved, epsilon)),
     }
 }

@@ -81,11 +81,10 @@ fn normalize<const D: usize>(bn: &BatchNorm, x: Tensor<D>, then_relu: bool, affi
         true => (bn.gamma.val(), bn.beta.val()),
         false => (bn.gamma.val().detach(), bn.beta.val().detach()),
     };
-    let result = super::batch_norm_train(x, gamma, beta, bn.epsilon, then_relu, sync);
-    let update = |running: Tensor<1>, batch: Tensor<1>, scale: f64| {
-        super::running_update(running.to_device(&device), batch.detach(), bn.momentum, scale).detach()
-    };
-    bn.running_mean.update(update(bn.running_mean.value_sync(), result.mean, 1.0));
-    bn.running_var.update(update(bn.running_var.value_sync(), result.variance, unbiased));
-    result.output
+    let running = (bn.running_mean.value_sync().to_device(&device), bn.running_var.value_sync().to_device(&device));
+    let (output, (mean, var)) =
+        super::batch_norm_running(x, gamma, beta, bn.epsilon, then_relu, sync, running, bn.momentum, unbiased);
+    bn.running_mean.update(mean.detach());
+    bn.running_var.update(var.detach());
+    output
 }
