@@ -1,11 +1,14 @@
-//! LARS against steps computed by hand from the official update rule.
+//! LARS against steps computed by hand from the official update rule (on the backend
+//! `BARLOW_TEST_BACKEND` names, as tests/common says).
+
+mod common;
 
 use barlow::optim::{LarsConfig, LarsState};
 use burn::optim::Optimizer;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 
 fn t2(v: [[f32; 2]; 1]) -> Tensor<2> {
-    Tensor::from_data(TensorData::from(v), &Device::default())
+    Tensor::from_data(TensorData::from(v), &common::plain_device())
 }
 
 fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
@@ -54,8 +57,8 @@ fn weight_decay_enters_before_the_trust_ratio_and_momentum_accumulates() {
 #[test]
 fn biases_and_norm_parameters_get_neither_decay_nor_trust_ratio() {
     let lars = LarsConfig::new().with_weight_decay(0.5).build();
-    let p = Tensor::<1>::from_data(TensorData::from([3.0f32, 4.0]), &Device::default());
-    let g = Tensor::<1>::from_data(TensorData::from([0.6f32, 0.8]), &Device::default());
+    let p = Tensor::<1>::from_data(TensorData::from([3.0f32, 4.0]), &common::plain_device());
+    let g = Tensor::<1>::from_data(TensorData::from([0.6f32, 0.8]), &common::plain_device());
     let (p, state) = lars.step(2.0, p, g.clone(), None);
     close(&values(p), &[3.0 - 2.0 * 0.0048 * 0.6, 4.0 - 2.0 * 0.0048 * 0.8]);
     let LarsState { mu } = state.unwrap();

@@ -168,6 +168,10 @@ impl Kernels for LibTorch {
         TchTensor::new(running.tensor.lerp(&target, momentum))
     }
 
+    fn l2_norm(t: FloatTensor<Self>) -> FloatTensor<Self> {
+        TchTensor::new(t.tensor.norm().reshape([1]))
+    }
+
     fn relu_grad(output: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
         TchTensor::new(output.tensor.threshold_backward(&grad.tensor, 0.0))
     }

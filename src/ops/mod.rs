@@ -83,6 +83,12 @@ pub trait Kernels: Backend {
         Self::float_add(kept, Self::float_mul_scalar(batch, (momentum * scale).into()))
     }
 
+    /// `‖t‖₂` over every element, as a one-element tensor.
+    fn l2_norm(t: FloatTensor<Self>) -> FloatTensor<Self> {
+        let squares = Self::float_mul(t.clone(), t);
+        Self::float_sqrt(Self::float_sum(squares))
+    }
+
     /// The gradient through a ReLU whose output was `output`: `grad` where `output > 0`, else 0.
     fn relu_grad(output: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
         Self::relu_backward(output, grad)
@@ -257,6 +263,15 @@ pub fn batch_norm_running<const D: usize>(
         running,
     );
     (Tensor::from_dispatch(output), (Tensor::from_dispatch(moved.mean), Tensor::from_dispatch(moved.var)))
+}
+
+/// `‖t‖₂` over every element (LARS's trust ratio): one kernel on LibTorch (PyTorch's `norm`),
+/// burn's square, sum and root elsewhere.
+pub fn l2_norm<const D: usize>(t: Tensor<D>) -> Tensor<1> {
+    if !on_fast_backend(&t) || on_flex(&t) {
+        return t.square().sum().sqrt();
+    }
+    Tensor::from_dispatch(<Dispatch as Kernels>::l2_norm(t.into_dispatch()))
 }
 
 /// Whether BatchNorm here takes bfloat16 input with f32 statistics and parameters (LibTorch's

@@ -73,8 +73,8 @@ impl Optimizer for Lars {
             (grad, lr * c.lr_biases)
         } else {
             let dp = grad + p.clone().mul_scalar(c.weight_decay);
-            let param_norm = p.clone().square().sum().sqrt();
-            let update_norm = dp.clone().square().sum().sqrt();
+            let param_norm = crate::ops::l2_norm(p.clone());
+            let update_norm = crate::ops::l2_norm(dp.clone());
             // q = η‖p‖/‖dp‖, and 1 where either norm is 0; kept on the device (no host sync). The
             // mask replaces what a zero norm makes of the division; three kernels fewer on a GPU
             // than two comparisons, their conjunction, its negation and a guarded divisor.

@@ -7,8 +7,13 @@ use std::path::PathBuf;
 /// The default backend's device, with autodiff; `BARLOW_TEST_BACKEND` names another (`tch`
 /// in a `--features tch` build runs the same tests on LibTorch).
 pub fn device() -> Device {
+    plain_device().autodiff()
+}
+
+/// [`device`] without autodiff: where optimisers do their arithmetic.
+pub fn plain_device() -> Device {
     let name = std::env::var("BARLOW_TEST_BACKEND").unwrap_or_else(|_| "auto".into());
-    barlow::backend::device(&name).expect("a backend").autodiff()
+    barlow::backend::device(&name).expect("a backend")
 }
 
 /// Seeds the device's random generator and holds it until the guard drops: the generator is
