@@ -56,6 +56,11 @@ char *barlow_batch_norm_backward(tensor grad_output, tensor input, tensor weight
   });
 }
 
+// a + alpha·b in one kernel (tch's add has no alpha): the official LARS's `p.add_(mu, alpha=-lr)`.
+char *barlow_add_scaled(tensor a, tensor b, double alpha, tensor *out) {
+  return guard([&] { *out = new at::Tensor(at::add(*a, *b, alpha)); });
+}
+
 char *barlow_channels_last(tensor x, tensor *out) {
   return guard([&] { *out = new at::Tensor(x->contiguous(at::MemoryFormat::ChannelsLast)); });
 }

@@ -43,6 +43,7 @@ unsafe extern "C" {
         out_weight: *mut *mut C_tensor,
         out_bias: *mut *mut C_tensor,
     ) -> *mut c_char;
+    fn barlow_add_scaled(a: *mut C_tensor, b: *mut C_tensor, alpha: f64, out: *mut *mut C_tensor) -> *mut c_char;
     fn barlow_channels_last(x: *mut C_tensor, out: *mut *mut C_tensor) -> *mut c_char;
     fn barlow_allow_tf32(allow: c_int) -> *mut c_char;
     fn barlow_profiler_start(cuda: c_int) -> *mut c_char;
@@ -166,6 +167,12 @@ impl Kernels for LibTorch {
             false => batch.tensor * scale,
         };
         TchTensor::new(running.tensor.lerp(&target, momentum))
+    }
+
+    fn add_scaled(a: FloatTensor<Self>, b: FloatTensor<Self>, alpha: f64) -> FloatTensor<Self> {
+        let mut out = std::ptr::null_mut();
+        check(unsafe { barlow_add_scaled(ptr(&a), ptr(&b), alpha, &mut out) });
+        owned(out)
     }
 
     fn l2_norm(t: FloatTensor<Self>) -> FloatTensor<Self> {

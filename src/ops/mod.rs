@@ -83,6 +83,11 @@ pub trait Kernels: Backend {
         Self::float_add(kept, Self::float_mul_scalar(batch, (momentum * scale).into()))
     }
 
+    /// `a + alpha·b`.
+    fn add_scaled(a: FloatTensor<Self>, b: FloatTensor<Self>, alpha: f64) -> FloatTensor<Self> {
+        Self::float_add(a, Self::float_mul_scalar(b, alpha.into()))
+    }
+
     /// `‖t‖₂` over every element, as a one-element tensor.
     fn l2_norm(t: FloatTensor<Self>) -> FloatTensor<Self> {
         let squares = Self::float_mul(t.clone(), t);
@@ -263,6 +268,15 @@ pub fn batch_norm_running<const D: usize>(
         running,
     );
     (Tensor::from_dispatch(output), (Tensor::from_dispatch(moved.mean), Tensor::from_dispatch(moved.var)))
+}
+
+/// `a + alpha·b` (LARS's weight decay and update): one kernel on LibTorch, as PyTorch's
+/// `add(.., alpha)`; burn's two elsewhere.
+pub fn add_scaled<const D: usize>(a: Tensor<D>, b: Tensor<D>, alpha: f64) -> Tensor<D> {
+    if !on_fast_backend(&a) || on_flex(&a) {
+        return a + b.mul_scalar(alpha);
+    }
+    Tensor::from_dispatch(<Dispatch as Kernels>::add_scaled(a.into_dispatch(), b.into_dispatch(), alpha))
 }
 
 /// `‖t‖₂` over every element (LARS's trust ratio): one kernel on LibTorch (PyTorch's `norm`),

@@ -72,7 +72,7 @@ impl Optimizer for Lars {
         let (dp, lr) = if D == 1 {
             (grad, lr * c.lr_biases)
         } else {
-            let dp = grad + p.clone().mul_scalar(c.weight_decay);
+            let dp = crate::ops::add_scaled(grad, p.clone(), c.weight_decay);
             let param_norm = crate::ops::l2_norm(p.clone());
             let update_norm = crate::ops::l2_norm(dp.clone());
             // q = η‖p‖/‖dp‖, and 1 where either norm is 0; kept on the device (no host sync). The
@@ -86,7 +86,7 @@ impl Optimizer for Lars {
             Some(LarsState { mu }) => mu.mul_scalar(c.momentum) + dp,
             None => dp,
         };
-        (p - mu.clone().mul_scalar(lr), Some(LarsState { mu }))
+        (crate::ops::add_scaled(p, mu.clone(), -lr), Some(LarsState { mu }))
     }
 
     fn to_device<const D: usize>(state: LarsState<D>, device: &Device) -> LarsState<D> {
