@@ -2,7 +2,7 @@
 //! ([`super::conv2d`], [`super::batch_norm_train`]) and the current [`precision`](super::precision).
 
 use super::ChannelSync;
-use super::precision::{activation, operand, result};
+use super::precision::{activation, operand, result, weight};
 use std::cell::RefCell;
 use burn::nn::{BatchNorm, Linear, PaddingConfig2d};
 use burn::nn::conv::Conv2d;
@@ -18,12 +18,12 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     };
     let (top, left, bottom, right) = (*top, *left, *bottom, *right);
     let options = ConvOptions::new_with_padding(conv.stride, [(top, bottom), (left, right)], conv.dilation, conv.groups);
-    activation(super::conv2d(operand(x), operand(conv.weight.val()), options))
+    activation(super::conv2d(operand(x), weight(&conv.weight, super::channels_last), options))
 }
 
 /// `linear.forward(x)` for a batch of rows, in the current precision.
 pub fn linear(linear: &Linear, x: Tensor<2>) -> Tensor<2> {
-    let y = result(operand(x).matmul(operand(linear.weight.val())));
+    let y = result(operand(x).matmul(weight(&linear.weight, |w| w)));
     match &linear.bias {
         Some(bias) => y + bias.val().unsqueeze(),
         None => y,

@@ -7,9 +7,12 @@
 //! operands down and its result back up; the casts are differentiable, so gradients reach the
 //! f32 weights).
 
+use burn::module::{Param, ParamId};
 use burn::tensor::{DType, Tensor};
 use serde::{Deserialize, Serialize};
-use std::cell::Cell;
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 
 /// The precision of convolutions and matrix products.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,19 +36,38 @@ impl std::str::FromStr for Precision {
 
 thread_local! {
     static CURRENT: Cell<Precision> = const { Cell::new(Precision::F32) };
+    /// Each weight's bfloat16 operand, made once per [`autocast`] scope (PyTorch's autocast
+    /// cache): both views multiply by the same copy, so their gradients meet in bfloat16 and
+    /// reach the f32 weight through one cast.
+    static WEIGHTS: RefCell<HashMap<ParamId, Box<dyn Any>>> = RefCell::new(HashMap::new());
 }
 
 /// Runs `f` with convolutions and matrix products in `precision` (on this thread), then
 /// restores the previous setting, also if `f` panics.
 pub fn autocast<R>(precision: Precision, f: impl FnOnce() -> R) -> R {
-    struct Restore(Precision);
+    struct Restore(Precision, HashMap<ParamId, Box<dyn Any>>);
     impl Drop for Restore {
         fn drop(&mut self) {
             CURRENT.set(self.0);
+            WEIGHTS.with(|w| *w.borrow_mut() = std::mem::take(&mut self.1));
         }
     }
-    let _restore = Restore(CURRENT.replace(precision));
+    let _restore = Restore(CURRENT.replace(precision), WEIGHTS.with(|w| w.take()));
     f()
+}
+
+/// A weight as a product's operand in the current precision: under bfloat16 cast once per
+/// [`autocast`] scope and put in `layout` (a convolution's: as [`input_layout`] lays out images).
+pub(crate) fn weight<const D: usize>(param: &Param<Tensor<D>>, layout: impl FnOnce(Tensor<D>) -> Tensor<D>) -> Tensor<D> {
+    if CURRENT.get() == Precision::F32 {
+        return param.val();
+    }
+    let cached = WEIGHTS.with(|w| w.borrow().get(&param.id).and_then(|t| t.downcast_ref::<Tensor<D>>().cloned()));
+    cached.unwrap_or_else(|| {
+        let t = layout(operand(param.val()));
+        WEIGHTS.with(|w| w.borrow_mut().insert(param.id, Box::new(t.clone())));
+        t
+    })
 }
 
 /// A product's operand in the current precision.
