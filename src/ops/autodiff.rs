@@ -161,6 +161,9 @@ impl<B: Backend + Kernels, C: CheckpointStrategy> Kernels for Autodiff<B, C> {
     }
 }
 
+/// `(output, mean, saved, rest)` of [`record_batch_norm`].
+type BatchNormOutputs<B, C, R> = (FloatTensor<Autodiff<B, C>>, FloatTensor<Autodiff<B, C>>, FloatTensor<Autodiff<B, C>>, R);
+
 /// A training-mode BatchNorm `forward` on the inner backend, recorded as one backward step
 /// (when anything before it is tracked); `R` is whatever else the forward returns.
 fn record_batch_norm<B: Backend + Kernels, C: CheckpointStrategy, R>(
@@ -171,7 +174,7 @@ fn record_batch_norm<B: Backend + Kernels, C: CheckpointStrategy, R>(
     relu: bool,
     sync: Option<ChannelSync>,
     forward: impl FnOnce(Primitive<B>, Primitive<B>, Primitive<B>, Option<ChannelSync>) -> (Primitive<B>, Primitive<B>, Primitive<B>, R),
-) -> (FloatTensor<Autodiff<B, C>>, FloatTensor<Autodiff<B, C>>, FloatTensor<Autodiff<B, C>>, R) {
+) -> BatchNormOutputs<B, C, R> {
     // The autodiff tensor type is only nameable through the backend's associated type.
     type AutodiffTensor<B, C> = FloatTensor<Autodiff<B, C>>;
     match BatchNormBackward.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {

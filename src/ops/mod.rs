@@ -169,7 +169,6 @@ pub struct Running<B: Backend> {
 }
 
 /// [`Kernels::batch_norm_forward_running`] composed: the forward, then each running statistic's update.
-#[allow(clippy::type_complexity)]
 fn forward_then_running<B: Kernels>(
     x: FloatTensor<B>,
     gamma: FloatTensor<B>,
@@ -241,6 +240,7 @@ pub fn running_update(running: Tensor<1>, batch: Tensor<1>, momentum: f64, scale
 /// Training-mode BatchNorm (then ReLU when `relu`) that also moves the running statistics
 /// `running = (mean, variance)` towards the batch's by `momentum` (the variance's made unbiased by
 /// `unbiased`): `(output, running)`. On LibTorch one `native_batch_norm` does both, as in PyTorch.
+#[allow(clippy::too_many_arguments)] // batch_norm_train's, and the running statistics'
 pub fn batch_norm_running<const D: usize>(
     x: Tensor<D>,
     gamma: Tensor<1>,
