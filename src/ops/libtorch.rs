@@ -219,6 +219,8 @@ impl Kernels for LibTorch {
             return super::forward_then_running(x, gamma, beta, epsilon, relu, running);
         }
         let Running { mean, var, momentum, unbiased } = running;
+        // LibTorch's own factor, n/(n − 1), is barlow's without synchronisation (only this path).
+        assert!((unbiased - count as f64 / (count as f64 - 1.0)).abs() < 1e-9, "unbiased {unbiased} for {count} values");
         let copy = |t: &tch::Tensor| {
             // One kernel (tch's `copy()` would zero the new tensor first).
             let mut c = t.empty_like();

@@ -229,7 +229,7 @@ pub fn channels_last(x: Tensor<4>) -> Tensor<4> {
 
 /// A BatchNorm's running statistic after a batch, `running·(1 − momentum) + batch·momentum·scale`
 /// (one kernel on LibTorch instead of three; not differentiated).
-pub fn running_update(running: Tensor<1>, batch: Tensor<1>, momentum: f64, scale: f64) -> Tensor<1> {
+fn running_update(running: Tensor<1>, batch: Tensor<1>, momentum: f64, scale: f64) -> Tensor<1> {
     if !on_fast_backend(&running) {
         return running.mul_scalar(1.0 - momentum).add(batch.mul_scalar(momentum * scale));
     }
