@@ -9,7 +9,7 @@ mod kernel_cases;
 
 use barlow::ops;
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{DType, Device, FloatDType, Tensor, TensorData};
 use kernel_cases::{BN_CASES, CONV_CASES, ConvCase, pseudo_random, rel_diff};
 
 #[allow(deprecated)]
@@ -154,10 +154,25 @@ fn running_statistics_move_as_pytorchs_do() {
 }
 
 #[test]
+fn running_statistics_held_elsewhere_move_on_copies() {
+    // Unshared, LibTorch moves the statistics in place; a copy that shares their storage (an
+    // evaluation model, a checkpoint being written) must keep its values.
+    let device = device();
+    let x = tensor::<4>(pseudo_random(&[8, 3, 5, 5], 5, 0.5), &device).require_grad();
+    let (gamma, beta) = (tensor::<1>(pseudo_random(&[3], 6, 1.0), &device), tensor::<1>(pseudo_random(&[3], 7, 0.0), &device));
+    let running = (tensor::<1>(pseudo_random(&[3], 8, 0.0), &device), tensor::<1>(pseudo_random(&[3], 9, 2.0), &device));
+    let held = running.clone();
+    let before = [values(held.0.clone()), values(held.1.clone())];
+    let (_, (mean, var)) = ops::batch_norm_running(x, gamma, beta, 1e-5, false, None, running, 0.1, 200.0 / 199.0);
+    assert_eq!([values(held.0), values(held.1)], before, "a shared running statistic moved");
+    assert_ne!([values(mean), values(var)], before, "the running statistics did not move");
+}
+
+#[test]
 fn channels_last_keeps_values_and_gradients() {
     // bf16 training lays the images out channels-last: the convolution must not notice.
     let (x, weight, probe, options) = conv_setup(&CONV_CASES[1], 3);
-    let nhwc = ops::channels_last(x.clone());
+    let nhwc = ops::channels_last(x.clone(), FloatDType::F32);
     assert_eq!(values(nhwc.clone()), values(x.clone()));
     let out = ops::conv2d(nhwc, weight.clone(), options.clone());
     let grads = (out.clone() * probe.clone()).sum().backward();
@@ -166,6 +181,27 @@ fn channels_last_keeps_values_and_gradients() {
     for (name, a, b) in [("output", &got[0], &want[0]), ("x gradient", &got[1], &want[1]), ("weight gradient", &got[2], &want[2])] {
         assert!(rel_diff(a, b) < 1e-5, "{name} differs by {}", rel_diff(a, b));
     }
+}
+
+#[test]
+fn channels_last_in_bfloat16_casts_as_burns_cast_does() {
+    // A bf16 convolution's weight: cast and re-laid out in one copy; its gradient reaches the
+    // f32 weight in f32, as through burn's cast.
+    let (x, _, _, _) = conv_setup(&CONV_CASES[1], 4);
+    let probe = tensor::<4>(pseudo_random(&x.dims(), 5, 1.0), &x.device());
+    let run = |fused: bool| {
+        let x = x.clone().detach().require_grad();
+        let y = match fused {
+            true => ops::channels_last(x.clone(), FloatDType::BF16),
+            false => x.clone().cast(FloatDType::BF16),
+        };
+        assert_eq!(y.dtype(), DType::BF16);
+        let grads = (y.clone().cast(FloatDType::F32) * probe.clone()).sum().backward();
+        let grad = x.grad(&grads).unwrap();
+        assert_eq!(grad.dtype(), DType::F32, "the gradient of an f32 tensor");
+        [values(y), values(grad)]
+    };
+    assert_eq!(run(true), run(false));
 }
 
 /// A whole Barlow Twins step (ResNet, projector, loss, gradients of every parameter) on

@@ -84,6 +84,27 @@ fn the_momentum_network_starts_as_a_copy_with_running_statistics_of_its_own() {
 }
 
 #[test]
+fn an_evaluation_copy_keeps_its_running_statistics_while_training_moves_the_models() {
+    // A training pass moves running statistics in place where nothing else holds them; a copy
+    // that shares their storage (evaluation, a checkpoint) must not see it.
+    let config = config("barlow", "");
+    let device = common::device();
+    let _generator = common::seeded(&device, 4);
+    let model = config.model().init(&device);
+    let frozen = model.backbone.valid();
+    let before = tensors(&frozen);
+    let (y, _) = views();
+    for _ in 0..2 {
+        let _ = model.backbone.forward(y.clone());
+    }
+    assert_eq!(tensors(&frozen), before, "the evaluation copy's statistics moved");
+    let moved = tensors(&model.backbone);
+    for stat in ["bn1.running_mean", "bn1.running_var", "layer4.1.bn2.running_var"] {
+        assert_ne!(moved[stat], before[stat], "{stat} did not move");
+    }
+}
+
+#[test]
 fn after_each_step_the_target_moves_towards_the_online_network_by_tau() {
     // SGD at rate 1 so that the online network moves far beyond rounding in one step.
     let config = Config::parse(&config("byol", "ema = [0.9, 1.0]").to_toml(), &["optim.optimizer=\"sgd\"".into()]).unwrap();

@@ -2,7 +2,7 @@
 //! step that calls the inner backend's gradient kernels.
 
 use super::{ChannelSync, Kernels, Running};
-use burn::backend::Backend;
+use burn::backend::{Backend, TensorMetadata};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -10,6 +10,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::{Autodiff, NodeId};
 use burn::backend::ops::ConvOptions;
 use burn::backend::tensor::FloatTensor;
+use burn::tensor::FloatDType;
 
 type Primitive<B> = <B as burn::backend::BackendTypes>::FloatTensorPrimitive;
 
@@ -58,17 +59,18 @@ impl<B: Backend + Kernels> Backward<B, 3> for BatchNormBackward {
     }
 }
 
-/// A change of layout: the gradient passes through as it is.
+/// A cast and change of layout: the gradient goes back to the input's dtype (the layout does
+/// not matter to it).
 #[derive(Debug)]
 struct LayoutBackward;
 
 impl<B: Backend> Backward<B, 1> for LayoutBackward {
-    type State = ();
+    type State = FloatDType;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let grad = grads.consume::<B>(&ops.node);
         if let Some(node) = &ops.parents[0] {
-            grads.register::<B>(node.id, grad);
+            grads.register::<B>(node.id, B::float_cast(grad, ops.state));
         }
     }
 }
@@ -100,10 +102,13 @@ impl<B: Backend + Kernels, C: CheckpointStrategy> Kernels for Autodiff<B, C> {
         }
     }
 
-    fn channels_last(x: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn channels_last(x: FloatTensor<Self>, dtype: FloatDType) -> FloatTensor<Self> {
         match LayoutBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish((), B::channels_last(x.into_primitive())),
-            OpsKind::UnTracked(prep) => prep.finish(B::channels_last(x.into_primitive())),
+            OpsKind::Tracked(prep) => {
+                let from = x.dtype().into();
+                prep.finish(from, B::channels_last(x.into_primitive(), dtype))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::channels_last(x.into_primitive(), dtype)),
         }
     }
 

@@ -61,8 +61,15 @@ char *barlow_add_scaled(tensor a, tensor b, double alpha, tensor *out) {
   return guard([&] { *out = new at::Tensor(at::add(*a, *b, alpha)); });
 }
 
-char *barlow_channels_last(tensor x, tensor *out) {
-  return guard([&] { *out = new at::Tensor(x->contiguous(at::MemoryFormat::ChannelsLast)); });
+// One copy that casts and re-lays out (none where `x` is already both); `dtype`: 0 f64, 1 f32,
+// 2 f16, 3 bf16.
+char *barlow_channels_last(tensor x, int dtype, tensor *out) {
+  return guard([&] {
+    const at::ScalarType types[] = {at::kDouble, at::kFloat, at::kHalf, at::kBFloat16};
+    TORCH_CHECK(dtype >= 0 && dtype < 4, "no float type ", dtype);
+    auto options = x->options().dtype(types[dtype]);
+    *out = new at::Tensor(x->to(options, false, false, at::MemoryFormat::ChannelsLast));
+  });
 }
 
 // f32 means f32: LibTorch multiplies f32 on tensor cores in TF32 by default in cuDNN.

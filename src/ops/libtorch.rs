@@ -14,6 +14,7 @@ use burn::backend::LibTorch;
 use burn::backend::libtorch::TchTensor;
 use burn::backend::ops::{ConvOptions, ModuleOps};
 use burn::backend::tensor::FloatTensor;
+use burn::tensor::FloatDType;
 use std::ffi::{CStr, c_char, c_int};
 use torch_sys::C_tensor;
 
@@ -44,7 +45,7 @@ unsafe extern "C" {
         out_bias: *mut *mut C_tensor,
     ) -> *mut c_char;
     fn barlow_add_scaled(a: *mut C_tensor, b: *mut C_tensor, alpha: f64, out: *mut *mut C_tensor) -> *mut c_char;
-    fn barlow_channels_last(x: *mut C_tensor, out: *mut *mut C_tensor) -> *mut c_char;
+    fn barlow_channels_last(x: *mut C_tensor, dtype: c_int, out: *mut *mut C_tensor) -> *mut c_char;
     fn barlow_allow_tf32(allow: c_int) -> *mut c_char;
     fn barlow_profiler_start(cuda: c_int) -> *mut c_char;
     fn barlow_profiler_stop(path: *const c_char) -> *mut c_char;
@@ -154,9 +155,16 @@ impl Kernels for LibTorch {
             .unwrap_or_else(|| LibTorch::conv2d_weight_backward(x, weight, output_grad, options))
     }
 
-    fn channels_last(x: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn channels_last(x: FloatTensor<Self>, dtype: FloatDType) -> FloatTensor<Self> {
+        // The shim's codes (tch keeps its own private).
+        let code = match dtype {
+            FloatDType::F64 => 0,
+            FloatDType::F32 | FloatDType::Flex32 => 1,
+            FloatDType::F16 => 2,
+            FloatDType::BF16 => 3,
+        };
         let mut out = std::ptr::null_mut();
-        check(unsafe { barlow_channels_last(ptr(&x), &mut out) });
+        check(unsafe { barlow_channels_last(ptr(&x), code, &mut out) });
         owned(out)
     }
 
@@ -211,8 +219,9 @@ impl Kernels for LibTorch {
         running: Running<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>, Running<Self>) {
         // LibTorch moves the running statistics in place, inside its BatchNorm kernels (with the
-        // unbiased variance, as barlow's `unbiased` does): on copies, since burn's tensors may
-        // share storage with others (a module's clone, an evaluation copy).
+        // unbiased variance, as barlow's `unbiased` does): on copies where anything else holds
+        // their storage (an evaluation copy, a checkpoint being written), as burn-tch decides
+        // for its own in-place operations.
         let count = x.tensor.numel() / x.tensor.size()[1] as usize;
         if count < 2 {
             // LibTorch's n/(n − 1) would divide by zero where barlow's factor is guarded.
@@ -221,13 +230,16 @@ impl Kernels for LibTorch {
         let Running { mean, var, momentum, unbiased } = running;
         // LibTorch's own factor, n/(n − 1), is barlow's without synchronisation (only this path).
         assert!((unbiased - count as f64 / (count as f64 - 1.0)).abs() < 1e-9, "unbiased {unbiased} for {count} values");
-        let copy = |t: &tch::Tensor| {
-            // One kernel (tch's `copy()` would zero the new tensor first).
-            let mut c = t.empty_like();
-            c.copy_(t);
-            c
+        let own = |t: TchTensor| match t.can_mut() {
+            true => t.tensor,
+            false => {
+                // One kernel (tch's `copy()` would zero the new tensor first).
+                let mut c = t.tensor.empty_like();
+                c.copy_(&t.tensor);
+                c
+            }
         };
-        let (running_mean, running_var) = (copy(&mean.tensor), copy(&var.tensor));
+        let (running_mean, running_var) = (own(mean), own(var));
         let (mut y, mean, invstd) = x.tensor.native_batch_norm(
             Some(&gamma.tensor),
             Some(&beta.tensor),

@@ -32,7 +32,7 @@ mod winograd;
 use burn::backend::ops::ConvOptions;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, DispatchDevice, ExtensionType, backend_extension};
-use burn::tensor::Tensor;
+use burn::tensor::{FloatDType, Tensor};
 
 /// The operations of a convolutional training step that barlow implements itself on the CPU.
 ///
@@ -70,10 +70,11 @@ pub trait Kernels: Backend {
         Self::relu(Self::float_add(a, b))
     }
 
-    /// The same values laid out channels-last (NHWC) in memory, as tensor cores want bfloat16
-    /// convolutions; only LibTorch has layouts, elsewhere `x` itself.
-    fn channels_last(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        x
+    /// The same values in `dtype`, laid out channels-last (NHWC) in memory, as tensor cores want
+    /// bfloat16 convolutions: one copy for both on LibTorch, the only backend with layouts;
+    /// elsewhere the cast alone.
+    fn channels_last(x: FloatTensor<Self>, dtype: FloatDType) -> FloatTensor<Self> {
+        Self::float_cast(x, dtype)
     }
 
     /// `running·(1 − momentum) + batch·momentum·scale`: a BatchNorm's running statistic after a
@@ -219,12 +220,13 @@ pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, options: ConvOptions<2>) -> Tenso
     Tensor::from_dispatch(<Dispatch as Kernels>::conv2d_forward(x.into_dispatch(), weight.into_dispatch(), options))
 }
 
-/// The same values laid out channels-last where the backend has layouts (LibTorch).
-pub fn channels_last(x: Tensor<4>) -> Tensor<4> {
+/// `x` in `dtype`, laid out channels-last where the backend has layouts (LibTorch): one copy
+/// where a cast and a re-layout would be two.
+pub fn channels_last(x: Tensor<4>, dtype: FloatDType) -> Tensor<4> {
     if !on_fast_backend(&x) {
-        return x;
+        return x.cast(dtype);
     }
-    Tensor::from_dispatch(<Dispatch as Kernels>::channels_last(x.into_dispatch()))
+    Tensor::from_dispatch(<Dispatch as Kernels>::channels_last(x.into_dispatch(), dtype))
 }
 
 /// A BatchNorm's running statistic after a batch, `running·(1 − momentum) + batch·momentum·scale`

@@ -4,6 +4,7 @@
 use super::ChannelSync;
 use super::precision::{activation, operand, result, weight};
 use std::cell::RefCell;
+use burn::module::{Module, ModuleMapper, Param, RunningState};
 use burn::nn::{BatchNorm, Linear, PaddingConfig2d};
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
@@ -23,7 +24,7 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 
 /// `linear.forward(x)` for a batch of rows, in the current precision.
 pub fn linear(linear: &Linear, x: Tensor<2>) -> Tensor<2> {
-    let y = result(operand(x).matmul(weight(&linear.weight, |w| w)));
+    let y = result(operand(x).matmul(weight(&linear.weight, |w, dtype| w.cast(dtype))));
     match &linear.bias {
         Some(bias) => y + bias.val().unsqueeze(),
         None => y,
@@ -81,10 +82,31 @@ fn normalize<const D: usize>(bn: &BatchNorm, x: Tensor<D>, then_relu: bool, affi
         true => (bn.gamma.val(), bn.beta.val()),
         false => (bn.gamma.val().detach(), bn.beta.val().detach()),
     };
-    let running = (bn.running_mean.value_sync().to_device(&device), bn.running_var.value_sync().to_device(&device));
+    let running = (swap(&bn.running_mean, None).to_device(&device), swap(&bn.running_var, None).to_device(&device));
     let (output, (mean, var)) =
         super::batch_norm_running(x, gamma, beta, bn.epsilon, then_relu, sync, running, bn.momentum, unbiased);
-    bn.running_mean.update(mean.detach());
-    bn.running_var.update(var.detach());
+    swap(&bn.running_mean, Some(mean.detach()));
+    swap(&bn.running_var, Some(var.detach()));
     output
+}
+
+/// Puts `value` in a running statistic's place and returns what was there; `None` leaves a
+/// placeholder (uninitialised, one element) until the moved statistic comes back. Held by nothing else meanwhile, LibTorch
+/// moves the statistic in place (as PyTorch moves its buffers) instead of on a copy; and unlike
+/// burn's `RunningState::update`, which keeps a value per thread and averages them at the next
+/// read, this costs no division (barlow's workers are processes, one model per thread).
+fn swap(state: &RunningState<Tensor<1>>, value: Option<Tensor<1>>) -> Tensor<1> {
+    struct Swap(Option<Tensor<1>>);
+    impl ModuleMapper for Swap {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let (id, old, mapper) = param.consume();
+            let new = self.0.take().unwrap_or_else(|| Tensor::empty([1], &old.device()));
+            self.0 = Some(Tensor::from_dispatch(old.into_dispatch()));
+            Param::from_mapped_value(id, Tensor::from_dispatch(new.into_dispatch()), mapper)
+        }
+    }
+    // A clone shares the module's cell: what the mapper puts there, the module holds.
+    let mut swap = Swap(value);
+    let _ = state.clone().map(&mut swap);
+    swap.0.expect("a running statistic is one tensor")
 }

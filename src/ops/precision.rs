@@ -8,7 +8,7 @@
 //! f32 weights).
 
 use burn::module::{Param, ParamId};
-use burn::tensor::{DType, Tensor};
+use burn::tensor::{DType, FloatDType, Tensor};
 use serde::{Deserialize, Serialize};
 use std::any::Any;
 use std::cell::{Cell, RefCell};
@@ -56,15 +56,16 @@ pub fn autocast<R>(precision: Precision, f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// A weight as a product's operand in the current precision: under bfloat16 cast once per
-/// [`autocast`] scope and put in `layout` (a convolution's: as [`input_layout`] lays out images).
-pub(crate) fn weight<const D: usize>(param: &Param<Tensor<D>>, layout: impl FnOnce(Tensor<D>) -> Tensor<D>) -> Tensor<D> {
+/// A weight as a product's operand in the current precision: under bfloat16 made once per
+/// [`autocast`] scope by `cast` (a convolution's also lays it out as [`input_layout`] lays out
+/// images, in the same copy).
+pub(crate) fn weight<const D: usize>(param: &Param<Tensor<D>>, cast: impl FnOnce(Tensor<D>, FloatDType) -> Tensor<D>) -> Tensor<D> {
     if CURRENT.get() == Precision::F32 {
         return param.val();
     }
     let cached = WEIGHTS.with(|w| w.borrow().get(&param.id).and_then(|t| t.downcast_ref::<Tensor<D>>().cloned()));
     cached.unwrap_or_else(|| {
-        let t = layout(operand(param.val()));
+        let t = cast(param.val(), FloatDType::BF16);
         WEIGHTS.with(|w| w.borrow_mut().insert(param.id, Box::new(t.clone())));
         t
     })
@@ -88,12 +89,12 @@ pub(crate) fn activation<const D: usize>(t: Tensor<D>) -> Tensor<D> {
     }
 }
 
-/// Images in the layout the current precision's convolutions want: channels-last under
-/// bfloat16 (tensor cores; PyTorch's `channels_last`), where the backend has layouts.
+/// Images as the current precision's convolutions take them: under bfloat16 in bfloat16 and,
+/// where the backend has layouts, channels-last (tensor cores; PyTorch's `channels_last`).
 pub(crate) fn input_layout(images: Tensor<4>) -> Tensor<4> {
     match CURRENT.get() {
         Precision::F32 => images,
-        Precision::Bf16 => super::channels_last(images),
+        Precision::Bf16 => super::channels_last(images, FloatDType::BF16),
     }
 }
 
