@@ -72,7 +72,7 @@ if [ $dry = 1 ]; then
   # The shapes of the two rows, made tiny; the stems stay (≤ 64 px CIFAR, above it ImageNet).
   row1="--width 8 --projector 64-64 --batch 8 --size 16"
   row2="--arch resnet50 --width 8 --projector 64-64 --batch 2 --size 96"
-  torch1="--batch 8 --size 16 --projector 64-64" torch2="--arch resnet50 --batch 2 --size 96 --projector 64-64"
+  torch1="--width 8 --batch 8 --size 16 --projector 64-64" torch2="--arch resnet50 --width 8 --batch 2 --size 96 --projector 64-64"
   # No kNN monitor: encoding 60,000 images takes minutes on a CPU.
   train_set="--set model.width=8 --set model.projector=[64,64] --set optim.batch_size=64 --set data.limit=2048 --set train.knn_every=0"
   steps=2 warm=30 train_secs=60
@@ -113,8 +113,11 @@ setup() {
   fi
   "$bin" --version
   ldd "$bin" || true
-  if [ -f "$kit/cifar10-jpeg.tar.gz" ]; then
-    rm -rf "$work/data" && mkdir -p "$work/data" && tar xzf "$kit/cifar10-jpeg.tar.gz" -C "$work/data"
+  # A dry run without a kit takes the whole copy from ../shared.
+  cifar=$kit/cifar10-jpeg.tar.gz
+  [ $dry = 1 ] && [ ! -f "$cifar" ] && cifar=${SHARED:-../shared}/datasets/cifar10-jpeg.tar.gz
+  if [ -f "$cifar" ]; then
+    rm -rf "$work/data" && mkdir -p "$work/data" && tar xzf "$cifar" -C "$work/data"
     echo "CIFAR-10 JPEG: $(find "$work/data/cifar10" -name '*.jpg' | wc -l) images"
   fi
   "$python" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
