@@ -91,10 +91,11 @@ fn normalize<const D: usize>(bn: &BatchNorm, x: Tensor<D>, then_relu: bool, affi
 }
 
 /// Puts `value` in a running statistic's place and returns what was there; `None` leaves a
-/// placeholder (uninitialised, one element) until the moved statistic comes back. Held by nothing else meanwhile, LibTorch
-/// moves the statistic in place (as PyTorch moves its buffers) instead of on a copy; and unlike
-/// burn's `RunningState::update`, which keeps a value per thread and averages them at the next
-/// read, this costs no division (barlow's workers are processes, one model per thread).
+/// placeholder (uninitialised, one element) until the moved statistic comes back. Held by nothing
+/// else meanwhile, LibTorch moves the statistic in place (as PyTorch moves its buffers) instead
+/// of on a copy; and unlike burn's `RunningState::update`, which keeps a value per thread and
+/// averages them at the next read, this costs no division (barlow's workers are processes, one
+/// model per thread).
 fn swap(state: &RunningState<Tensor<1>>, value: Option<Tensor<1>>) -> Tensor<1> {
     struct Swap(Option<Tensor<1>>);
     impl ModuleMapper for Swap {
