@@ -29,7 +29,9 @@ impl From<BarlowLoss> for Loss {
 /// `n` is the batch size the sum is divided by: the global batch when C is later summed over
 /// workers, the local one otherwise.
 pub fn cross_correlation(z_a: Tensor<2>, z_b: Tensor<2>, n: usize) -> Tensor<2> {
-    z_a.transpose().matmul(z_b).div_scalar(n as f64)
+    // 1/N scales an N×D operand rather than the D×D product: two passes over C fewer (one
+    // forward, one backward; 268 MB each at D = 8192), and the same bits when N is a power of two.
+    z_a.transpose().matmul(z_b.div_scalar(n as f64))
 }
 
 /// The Barlow Twins loss of a cross-correlation matrix `c` (`D×D`):
