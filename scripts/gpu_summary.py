@@ -57,6 +57,25 @@ def main():
               " | " + " | ".join(cell(ref.get(p)) for p in precisions) + " | " +
               " | ".join(ratio(c) for c in columns) + " |")
 
+    # Issue 11's bar, on the table's rows (not the per-operation rows of the tiny-* stages).
+    table = lambda r: not r.get("stage", "").startswith("tiny")
+    print("\n## Each row at least 1.0× PyTorch at the same precision (issue 11's bar)\n")
+    for backend in sorted({c[0] for c in columns}):
+        met, found = True, []
+        for key in sorted({shape(r) for r in torch if table(r)}):
+            for precision in ("f32", "bf16"):
+                mine = [r for r in steps if table(r) and shape(r) == key and r["backend"] == backend
+                        and r.get("precision", "f32") == precision]
+                ref = [r for r in torch if table(r) and shape(r) == key and r["precision"] == reference[precision]]
+                if not mine or not ref:
+                    met = False
+                    found.append(f"{key[0]} N={key[2]} {precision}: not measured")
+                    continue
+                x = ref[-1]["s_per_step"] / mine[-1]["s_per_step"]
+                met = met and x >= 1.0
+                found.append(f"{key[0]} N={key[2]} {precision} {x:.2f}×")
+        print(f"- {backend}: {'met' if met else 'NOT met'} ({'; '.join(found)})")
+
     print("\n## Warm-up before the timed steps (empty kernel cache at the start of the run)\n")
     print("| backend | step | warm-up steps | seconds | first step (s) | last (s) | settled |")
     print("|---|---|---|---|---|---|---|")
