@@ -187,6 +187,14 @@ impl Kernels for LibTorch {
         TchTensor::new(t.tensor.norm().reshape([1]))
     }
 
+    fn trust_ratio(param_norm: FloatTensor<Self>, update_norm: FloatTensor<Self>, eta: f64) -> FloatTensor<Self> {
+        // Five kernels, where burn's ops take seven (a comparison in place, then a cast to bool).
+        let either_zero = param_norm.tensor.minimum(&update_norm.tensor).le(0.0);
+        let mut q = (&param_norm.tensor * eta) / &update_norm.tensor;
+        let _ = q.masked_fill_(&either_zero, 1.0);
+        TchTensor::new(q)
+    }
+
     fn relu_grad(output: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
         TchTensor::new(output.tensor.threshold_backward(&grad.tensor, 0.0))
     }

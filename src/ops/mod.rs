@@ -31,7 +31,7 @@ mod winograd;
 
 use burn::backend::ops::ConvOptions;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Backend, Dispatch, DispatchDevice, ExtensionType, backend_extension};
+use burn::backend::{Backend, Dispatch, DispatchDevice, ExtensionType, TensorMetadata, backend_extension, get_or_init_device_settings};
 use burn::tensor::{FloatDType, Tensor};
 
 /// The operations of a convolutional training step that barlow implements itself on the CPU.
@@ -93,6 +93,18 @@ pub trait Kernels: Backend {
     fn l2_norm(t: FloatTensor<Self>) -> FloatTensor<Self> {
         let squares = Self::float_mul(t.clone(), t);
         Self::float_sqrt(Self::float_sum(squares))
+    }
+
+    /// LARS's trust ratio from the two norms (one-element tensors): `η·‖p‖/‖dp‖`, and 1 where
+    /// either norm is 0.
+    fn trust_ratio(param_norm: FloatTensor<Self>, update_norm: FloatTensor<Self>, eta: f64) -> FloatTensor<Self> {
+        let bools = get_or_init_device_settings::<Self>(&param_norm.device()).bool_dtype;
+        let either_zero = Self::bool_or(
+            Self::float_lower_equal_elem(param_norm.clone(), 0.0.into(), bools),
+            Self::float_lower_equal_elem(update_norm.clone(), 0.0.into(), bools),
+        );
+        let q = Self::float_div(Self::float_mul_scalar(param_norm, eta.into()), update_norm);
+        Self::float_mask_fill(q, either_zero, 1.0.into())
     }
 
     /// The gradient through a ReLU whose output was `output`: `grad` where `output > 0`, else 0.
@@ -288,6 +300,17 @@ pub fn l2_norm<const D: usize>(t: Tensor<D>) -> Tensor<1> {
         return t.square().sum().sqrt();
     }
     Tensor::from_dispatch(<Dispatch as Kernels>::l2_norm(t.into_dispatch()))
+}
+
+/// LARS's trust ratio `η·‖p‖/‖dp‖`, and 1 where either norm is 0, kept on the device (no host
+/// sync): five kernels on LibTorch, where burn's comparisons would take seven.
+pub fn trust_ratio(param_norm: Tensor<1>, update_norm: Tensor<1>, eta: f64) -> Tensor<1> {
+    if !on_fast_backend(&param_norm) {
+        let either_zero = param_norm.clone().min_pair(update_norm.clone()).lower_equal_elem(0.0);
+        return param_norm.mul_scalar(eta).div(update_norm).mask_fill(either_zero, 1.0);
+    }
+    let (p, u) = (param_norm.into_dispatch(), update_norm.into_dispatch());
+    Tensor::from_dispatch(<Dispatch as Kernels>::trust_ratio(p, u, eta))
 }
 
 /// Whether BatchNorm here takes bfloat16 input with f32 statistics and parameters (LibTorch's

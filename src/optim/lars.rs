@@ -75,11 +75,7 @@ impl Optimizer for Lars {
             let dp = crate::ops::add_scaled(grad, p.clone(), c.weight_decay);
             let param_norm = crate::ops::l2_norm(p.clone());
             let update_norm = crate::ops::l2_norm(dp.clone());
-            // q = η‖p‖/‖dp‖, and 1 where either norm is 0; kept on the device (no host sync). The
-            // mask replaces what a zero norm makes of the division; three kernels fewer on a GPU
-            // than two comparisons, their conjunction, its negation and a guarded divisor.
-            let either_zero = param_norm.clone().min_pair(update_norm.clone()).lower_equal_elem(0.0);
-            let q = param_norm.mul_scalar(c.eta).div(update_norm).mask_fill(either_zero, 1.0);
+            let q = crate::ops::trust_ratio(param_norm, update_norm, c.eta);
             (dp.mul(q.unsqueeze()), lr * c.lr_weights)
         };
         let mu = match state {
