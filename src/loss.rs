@@ -55,6 +55,8 @@ pub fn logsumexp(x: Tensor<2>) -> Tensor<2> {
 pub fn diagonal(c: Tensor<2>) -> Tensor<1> {
     let [d, _] = c.dims();
     let device: Device = c.device();
-    let idx = Tensor::<1, Int>::arange_step(0..(d * d) as i64, d + 1, &device);
+    // The indices are made on the device: burn's `arange_step` builds them on the host, and
+    // LibTorch's copy of host memory to a GPU waits for the GPU to finish all it was given.
+    let idx = Tensor::<1, Int>::arange(0..d as i64, &device).mul_scalar(d as i64 + 1);
     c.reshape([d * d]).select(0, idx)
 }
