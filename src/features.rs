@@ -4,7 +4,7 @@ use crate::data::{self, Dataset, Views};
 use crate::methods::Model;
 use crate::model::ResNet;
 use anyhow::Result;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 
 /// Images per forward pass when encoding on `device`: a GPU is kept busy by large batches of
 /// small images, which a CPU gains nothing from (and the figures recorded on CPUs used 256).
@@ -57,7 +57,7 @@ pub(crate) fn forward_batches(
     let mut parts = Vec::new();
     for batch in batches {
         let batch = batch?;
-        let images = Tensor::<4>::from_data(TensorData::new(batch.images, batch.shape), device);
+        let images = crate::ops::upload(&batch.images, batch.shape, device);
         parts.push(forward(images));
         // Hand the queued work to the device now rather than when a queue fills up.
         device.flush()?;

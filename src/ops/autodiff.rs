@@ -112,6 +112,11 @@ impl<B: Backend + Kernels, C: CheckpointStrategy> Kernels for Autodiff<B, C> {
         }
     }
 
+    fn upload(like: FloatTensor<Self>, values: &[f32], shape: [usize; 4]) -> FloatTensor<Self> {
+        // Images are constants to the gradient.
+        FloatTensor::<Self>::new(B::upload(like.into_primitive(), values, shape))
+    }
+
     fn running_update(running: FloatTensor<Self>, batch: FloatTensor<Self>, momentum: f64, scale: f64) -> FloatTensor<Self> {
         // Running statistics are constants to the gradient.
         let (running, batch) = (running.into_primitive(), batch.into_primitive());

@@ -72,6 +72,24 @@ char *barlow_channels_last(tensor x, int dtype, tensor *out) {
   });
 }
 
+// Four-dimensional f32 `values` on `like`'s device, in one copy. To a GPU through pinned memory and
+// without waiting: from pageable memory LibTorch's copy first waits for the GPU to finish its queue.
+// The pinned block is not reused before the transfer ends (LibTorch's host allocator records it).
+char *barlow_upload(tensor like, const float *values, const int64_t *shape, tensor *out) {
+  return guard([&] {
+    auto sizes = at::IntArrayRef(shape, 4);
+    auto f32 = at::TensorOptions().dtype(at::kFloat);
+    auto host = at::from_blob(const_cast<float *>(values), sizes, f32);
+    if (like->is_cuda()) {
+      auto pinned = at::empty(sizes, f32.pinned_memory(true));
+      pinned.copy_(host);
+      *out = new at::Tensor(pinned.to(like->device(), at::kFloat, /*non_blocking=*/true));
+    } else {
+      *out = new at::Tensor(host.to(like->device(), at::kFloat, false, /*copy=*/true));
+    }
+  });
+}
+
 // f32 means f32: LibTorch multiplies f32 on tensor cores in TF32 by default in cuDNN.
 char *barlow_allow_tf32(int allow) {
   return guard([&] {

@@ -46,6 +46,7 @@ unsafe extern "C" {
     ) -> *mut c_char;
     fn barlow_add_scaled(a: *mut C_tensor, b: *mut C_tensor, alpha: f64, out: *mut *mut C_tensor) -> *mut c_char;
     fn barlow_channels_last(x: *mut C_tensor, dtype: c_int, out: *mut *mut C_tensor) -> *mut c_char;
+    fn barlow_upload(like: *mut C_tensor, values: *const f32, shape: *const i64, out: *mut *mut C_tensor) -> *mut c_char;
     fn barlow_allow_tf32(allow: c_int) -> *mut c_char;
     fn barlow_profiler_start(cuda: c_int) -> *mut c_char;
     fn barlow_profiler_stop(path: *const c_char) -> *mut c_char;
@@ -165,6 +166,13 @@ impl Kernels for LibTorch {
         };
         let mut out = std::ptr::null_mut();
         check(unsafe { barlow_channels_last(ptr(&x), code, &mut out) });
+        owned(out)
+    }
+
+    fn upload(like: FloatTensor<Self>, values: &[f32], shape: [usize; 4]) -> FloatTensor<Self> {
+        assert_eq!(values.len(), shape.iter().product::<usize>(), "{} values for shape {shape:?}", values.len());
+        let (shape, mut out) = (shape.map(|d| d as i64), std::ptr::null_mut());
+        check(unsafe { barlow_upload(ptr(&like), values.as_ptr(), shape.as_ptr(), &mut out) });
         owned(out)
     }
 

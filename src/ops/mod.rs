@@ -32,7 +32,7 @@ mod winograd;
 use burn::backend::ops::ConvOptions;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, DispatchDevice, ExtensionType, TensorMetadata, backend_extension, get_or_init_device_settings};
-use burn::tensor::{FloatDType, Tensor};
+use burn::tensor::{Device, FloatDType, Tensor, TensorData};
 
 /// The operations of a convolutional training step that barlow implements itself on the CPU.
 ///
@@ -75,6 +75,12 @@ pub trait Kernels: Backend {
     /// elsewhere the cast alone.
     fn channels_last(x: FloatTensor<Self>, dtype: FloatDType) -> FloatTensor<Self> {
         Self::float_cast(x, dtype)
+    }
+
+    /// `values` (row-major, of `shape`) as a tensor on the device of `like`, which says only
+    /// where.
+    fn upload(like: FloatTensor<Self>, values: &[f32], shape: [usize; 4]) -> FloatTensor<Self> {
+        Self::float_from_data(TensorData::new(values.to_vec(), shape), &like.device())
     }
 
     /// `running·(1 − momentum) + batch·momentum·scale`: a BatchNorm's running statistic after a
@@ -239,6 +245,18 @@ pub fn channels_last(x: Tensor<4>, dtype: FloatDType) -> Tensor<4> {
         return x.cast(dtype);
     }
     Tensor::from_dispatch(<Dispatch as Kernels>::channels_last(x.into_dispatch(), dtype))
+}
+
+/// A batch of images (row-major, of `shape`) on `device`. On LibTorch one copy, and on a GPU
+/// through pinned memory, so the transfer does not wait for the GPU: from pageable memory
+/// LibTorch's copy first waits for every queued kernel, once per step.
+pub fn upload(values: &[f32], shape: [usize; 4], device: &Device) -> Tensor<4> {
+    #[cfg(feature = "tch")]
+    if matches!(device.clone().inner().as_dispatch(), DispatchDevice::LibTorch(_)) {
+        let like = Tensor::<1>::empty([0], device).into_dispatch();
+        return Tensor::from_dispatch(<Dispatch as Kernels>::upload(like, values, shape));
+    }
+    Tensor::from_data(TensorData::new(values.to_vec(), shape), device)
 }
 
 /// A BatchNorm's running statistic after a batch, `running·(1 − momentum) + batch·momentum·scale`

@@ -12,7 +12,7 @@ use crate::methods::Model;
 use crate::{backend, features};
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -257,7 +257,7 @@ fn short(v: f64) -> String {
 }
 
 pub fn to_tensor(values: &[f32], shape: [usize; 4], device: &Device) -> Tensor<4> {
-    Tensor::from_data(TensorData::new(values.to_vec(), shape), device)
+    crate::ops::upload(values, shape, device)
 }
 
 fn progress_bar(steps: usize, epoch: usize, epochs: usize) -> ProgressBar {
