@@ -3,8 +3,9 @@
 (`barlow bench step --backend tch-cuda --profile DIR`) and PyTorch's own
 (`scripts/torch_step.py --profile DIR`), side by side.
 
-For each trace: GPU kernels per step and their time, top-level CPU operations per step, and the
-kernels that take the most time. Standard library only (runs on the GPU machine as it is).
+For each trace: GPU kernels per step and their time, top-level CPU operations per step, the
+kernels that take the most time, and how often per step the host waits for the GPU. Standard
+library only (runs on the GPU machine as it is).
 
 Usage: scripts/trace_summary.py [--steps N] [--top K] TRACE.json...
 """
@@ -63,6 +64,21 @@ def computing(ops):
     return [e for g, i, e in working if (g, i) not in inner]
 
 
+# CUDA runtime calls after which the host has waited for the GPU.
+WAITS = {"cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy"}
+
+
+def host_waits(events):
+    """Where the host waits for the GPU: on a GPU trace its synchronising runtime calls; on a CPU
+    trace the framework's own moves of a tensor to a device (`to` with no dtype), which from host
+    memory wait for the GPU's queue on LibTorch."""
+    runtime = [e for e in events if e.get("cat") == "cuda_runtime" and e["name"] in WAITS]
+    if runtime:
+        return runtime
+    moves = [e for e in top_level([e for e in events if e.get("cat") == "cpu_op"]) if e["name"] == "aten::to"]
+    return [e for e in moves if (e.get("args", {}).get("Concrete Inputs") or ["", "?"])[1:2] == [""]]
+
+
 def table(events, steps, top, heading, total=None):
     """The events by name, costliest first: count and ms per step (and share of `total` ms)."""
     by = collections.defaultdict(lambda: [0, 0.0])
@@ -95,6 +111,9 @@ def summarise(path, steps, top):
                      f"{total:.1f} ms per step; {len(computing(cpu)) / steps:.0f} computing ATen operations per step "
                      "(each a kernel on a GPU; conversions and copies not counted)")
         lines += table(ops, steps, top, "operation")
+    waits = host_waits(events)
+    lines.append(f"\n{len(waits) / steps:g} host waits for the device per step"
+                 + (f" ({', '.join(sorted(set(w['name'] for w in waits)))})" if waits else ""))
     return "\n".join(lines) + "\n"
 
 
