@@ -6,7 +6,8 @@ It measures the way barlow does: untimed steps until two in a row take the same 
 10%, at most 10), then the timed steps queued back to back with one wait at the end
 (`torch.cuda.synchronize()` on a GPU). On CUDA it reports each precision of issue 11:
 fp32 (TF32 off), tf32 (TF32 matmuls and convolutions), bf16 (autocast to bfloat16 and
-channels_last; the standardisation, C and the loss stay in fp32, as barlow's bf16 does).
+channels_last; the standardisation, C and the loss stay in fp32, as barlow's bf16 does), each
+with `cudnn.benchmark` on, as the official code runs.
 
 Run from the repository root:
   .venv-ref/bin/python scripts/torch_step.py [--steps 3]                  # CPU, the default step
@@ -102,6 +103,9 @@ def measure(args, device, precision):
     torch.manual_seed(0)
     cuda = device.type == "cuda"
     if cuda:
+        # As the official main.py: cuDNN times its algorithms once per shape (barlow's LibTorch
+        # backend does the same).
+        torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
         torch.backends.cudnn.allow_tf32 = precision == "tf32"
     bf16 = precision == "bf16"

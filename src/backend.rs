@@ -67,6 +67,9 @@ pub fn device(name: &str) -> Result<Device> {
             }
             // f32 means f32, as on every other backend (cuDNN would use TF32 by default).
             crate::ops::libtorch::allow_tf32(false);
+            // As the official code: cuDNN times its algorithms for each shape once, then runs the
+            // fastest (a step's shapes repeat).
+            tch::Cuda::cudnn_set_benchmark(true);
             Device::libtorch_cuda(index)
         }
         other => bail!(
