@@ -57,7 +57,7 @@ pub(crate) fn forward_batches(
     let mut parts = Vec::new();
     for batch in batches {
         let batch = batch?;
-        let images = crate::ops::upload(&batch.images, batch.shape, device);
+        let images = crate::ops::upload(batch.images, batch.shape, device);
         parts.push(forward(images));
         // Hand the queued work to the device now rather than when a queue fills up.
         device.flush()?;

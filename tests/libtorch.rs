@@ -224,13 +224,13 @@ fn an_uploaded_batch_holds_the_values_burns_from_data_makes() {
     let data = pseudo_random(&shape, 6, 0.0);
     let host = data.clone().try_to_vec::<f32>().unwrap();
     for device in [device(), Device::libtorch()] {
-        let up = ops::upload(&host, shape, &device);
+        let up = ops::upload(&host[..], shape, &device);
         assert_eq!(up.dims(), shape);
         assert_eq!(up.device(), device);
         assert_eq!(values(up.clone()), values(tensor::<4>(data.clone(), &device)));
     }
     // Under autodiff, a constant to the gradient, as from_data's tensor is.
-    let up = ops::upload(&host, shape, &device());
+    let up = ops::upload(host, shape, &device());
     let w = tensor::<4>(pseudo_random(&[2, 3, 3, 3], 7, 0.0), &device()).require_grad();
     let grads = ops::conv2d(up.clone(), w.clone(), ConvOptions::new([1, 1], [1, 1], [1, 1], 1)).sum().backward();
     assert!(w.grad(&grads).is_some() && up.grad(&grads).is_none());

@@ -46,7 +46,7 @@ pub fn finetune(
         for (s, batch) in data::crop_flip_batches(&shuffled, views, config.batch_size, config.seed, epoch).enumerate() {
             let batch = batch?;
             let cosine = cosine(epoch * steps + s, config.epochs * steps);
-            let x = crate::ops::upload(&batch.images, batch.shape, device);
+            let x = crate::ops::upload(batch.images, batch.shape, device);
             let y = label_tensor(&batch.labels.expect("labels"), device);
             let loss = loss_fn.forward(head.forward(encoder.forward(x)), y);
             total += loss.clone().into_scalar::<f32>() as f64;

@@ -33,6 +33,7 @@ use burn::backend::ops::ConvOptions;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, DispatchDevice, ExtensionType, TensorMetadata, backend_extension, get_or_init_device_settings};
 use burn::tensor::{Device, FloatDType, Tensor, TensorData};
+use std::borrow::Cow;
 
 /// The operations of a convolutional training step that barlow implements itself on the CPU.
 ///
@@ -247,16 +248,18 @@ pub fn channels_last(x: Tensor<4>, dtype: FloatDType) -> Tensor<4> {
     Tensor::from_dispatch(<Dispatch as Kernels>::channels_last(x.into_dispatch(), dtype))
 }
 
-/// A batch of images (row-major, of `shape`) on `device`. On LibTorch one copy, and on a GPU
+/// A batch of images (row-major, of `shape`) on `device`: borrowed (a loader's pooled buffer) or
+/// owned (then burn's CPU backends take it without a copy). On LibTorch one copy, and on a GPU
 /// through pinned memory, so the transfer does not wait for the GPU: from pageable memory
 /// LibTorch's copy first waits for every queued kernel, once per step.
-pub fn upload(values: &[f32], shape: [usize; 4], device: &Device) -> Tensor<4> {
+pub fn upload<'a>(values: impl Into<Cow<'a, [f32]>>, shape: [usize; 4], device: &Device) -> Tensor<4> {
+    let values = values.into();
     #[cfg(feature = "tch")]
     if matches!(device.clone().inner().as_dispatch(), DispatchDevice::LibTorch(_)) {
         let like = Tensor::<1>::empty([0], device).into_dispatch();
-        return Tensor::from_dispatch(<Dispatch as Kernels>::upload(like, values, shape));
+        return Tensor::from_dispatch(<Dispatch as Kernels>::upload(like, &values, shape));
     }
-    Tensor::from_data(TensorData::new(values.to_vec(), shape), device)
+    Tensor::from_data(TensorData::new(values.into_owned(), shape), device)
 }
 
 /// A BatchNorm's running statistic after a batch, `running·(1 − momentum) + batch·momentum·scale`

@@ -66,8 +66,8 @@ fn term_label(name: &str) -> String {
 pub fn correlation_matrix(model: &Model, batch: &Batch) -> (Vec<f32>, usize) {
     let model = model.valid();
     let device = model.devices().into_iter().next().expect("a device");
-    let z_a = model.project(super::run::to_tensor(&batch.view_a, batch.shape, &device));
-    let z_b = model.project(super::run::to_tensor(&batch.view_b, batch.shape, &device));
+    let z_a = model.project(crate::ops::upload(&batch.view_a[..], batch.shape, &device));
+    let z_b = model.project(crate::ops::upload(&batch.view_b[..], batch.shape, &device));
     let [n, d] = z_a.dims();
     let c = cross_correlation(standardize(z_a), standardize(z_b), n);
     (c.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 values"), d)

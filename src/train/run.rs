@@ -9,10 +9,9 @@ use crate::data;
 use crate::dist::{self, Job};
 use crate::eval::{Accuracy, knn_accuracy};
 use crate::methods::Model;
-use crate::{backend, features};
+use crate::{backend, features, ops};
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
-use burn::tensor::{Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -135,7 +134,7 @@ pub fn train_in(job: &Job, config: &Config, out: &Path, resume: bool) -> Result<
         for (i, views) in loader.enumerate() {
             let views = views?;
             let lr = schedule.factor(state.step);
-            let (y1, y2) = (to_tensor(&views.view_a, views.shape, &device), to_tensor(&views.view_b, views.shape, &device));
+            let (y1, y2) = (ops::upload(&views.view_a[..], views.shape, &device), ops::upload(&views.view_b[..], views.shape, &device));
             let progress = Progress { step: state.step, total: schedule.total_steps };
             let (next, loss) = job.step(model, &mut optim, y1, y2, lr, config.train.precision, progress);
             model = next;
@@ -254,10 +253,6 @@ fn short(v: f64) -> String {
         a if a >= 1.0 => format!("{v:.2}"),
         _ => format!("{v:.4}"),
     }
-}
-
-pub fn to_tensor(values: &[f32], shape: [usize; 4], device: &Device) -> Tensor<4> {
-    crate::ops::upload(values, shape, device)
 }
 
 fn progress_bar(steps: usize, epoch: usize, epochs: usize) -> ProgressBar {
