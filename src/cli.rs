@@ -221,13 +221,22 @@ fn train(mut args: TrainArgs) -> Result<()> {
     if !job.writes() {
         return Ok(());
     }
+    let path = crate::train::checkpoint_path(&args.out);
+    let checkpoint = match (summary.saved, args.resume, path.exists()) {
+        (true, _, _) => format!("checkpoint {}", path.display()),
+        (false, true, _) => format!("checkpoint {} unchanged (a partial epoch is not checkpointed)", path.display()),
+        (false, false, true) => format!(
+            "no checkpoint of this run yet (a partial epoch is not checkpointed): {} is still the previous run's",
+            path.display()
+        ),
+        (false, false, false) => "no checkpoint (a partial epoch is not checkpointed)".into(),
+    };
     println!(
-        "trained {} epochs ({} steps), final loss {:.2}{}; checkpoint {}",
+        "trained {} epochs ({} steps), final loss {:.2}{}; {checkpoint}",
         summary.epochs,
         summary.steps,
         summary.last_loss,
         summary.knn.map(|a| format!(", kNN top-1 {:.2}%", a.top1)).unwrap_or_default(),
-        crate::train::checkpoint_path(&args.out).display()
     );
     Ok(())
 }

@@ -106,6 +106,22 @@ fn a_diverging_loss_stops_training_and_keeps_the_last_checkpoint() {
     run(Command::new(env!("CARGO_BIN_EXE_barlow")).args(["train", "--resume", "--set=optim.lr_weights=0.3", "--out"]).arg(dir.path()));
 }
 
+/// A run stopped within an epoch leaves no checkpoint of it, and says so rather than naming a
+/// file it did not write (or another run's).
+#[test]
+fn a_run_stopped_within_an_epoch_says_it_left_no_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("checkpoint.bin");
+    let said = |out: Output| String::from_utf8_lossy(&out.stdout).into_owned();
+    // 512 images in batches of 64: eight steps an epoch.
+    let text = said(run(&mut barlow(dir.path(), &["--set=train.max_steps=3"])));
+    assert!(text.contains("no checkpoint (a partial epoch") && !ckpt.exists(), "{text}");
+    let text = said(run(&mut barlow(dir.path(), &["--overwrite", "--set=train.max_steps=8"])));
+    assert!(text.contains(&format!("; checkpoint {}", ckpt.display())) && ckpt.exists(), "{text}");
+    let text = said(run(&mut barlow(dir.path(), &["--overwrite", "--set=train.max_steps=3"])));
+    assert!(text.contains("is still the previous run's"), "{text}");
+}
+
 /// Reading the loss back every step or every few steps changes only when the host waits for
 /// the device: every step is logged, with the same values, and the weights end the same.
 #[test]

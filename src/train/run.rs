@@ -28,6 +28,8 @@ pub struct Summary {
     pub steps: usize,
     pub last_loss: f64,
     pub knn: Option<Accuracy>,
+    /// Whether this invocation saved a checkpoint (a partial epoch is not checkpointed).
+    pub saved: bool,
 }
 
 /// Trains as `config` says, writing into `out`; with `resume`, continues from `out`'s checkpoint.
@@ -120,6 +122,7 @@ pub fn train_in(job: &Job, config: &Config, out: &Path, resume: bool) -> Result<
     }
     let mut last = StepStats::default();
     let max_steps = config.train.max_steps.unwrap_or(usize::MAX);
+    let first_epoch = state.epoch;
     let mut steps_here = 0;
     while state.epoch < config.optim.epochs && steps_here < max_steps {
         let epoch = state.epoch;
@@ -218,7 +221,7 @@ pub fn train_in(job: &Job, config: &Config, out: &Path, resume: bool) -> Result<
     if let Some(costs) = job.costs().filter(|_| writes) {
         eprintln!("{costs}");
     }
-    Ok(Summary { epochs: state.epoch, steps: state.step, last_loss: last.loss, knn })
+    Ok(Summary { epochs: state.epoch, steps: state.step, last_loss: last.loss, knn, saved: state.epoch > first_epoch })
 }
 
 /// Writes a record when this worker keeps the log (rank 0).
