@@ -54,13 +54,17 @@ impl LinearProbe {
         let steps = n.div_ceil(c.batch_size);
         // Summed on the device and read once: a read per batch would wait for the device each time.
         let mut total: Option<Tensor<1>> = None;
-        for (s, chunk) in order.chunks(c.batch_size).enumerate() {
+        // The order and its labels go to the devices once per epoch, not once per batch: a copy
+        // from host memory waits for a GPU's queue on LibTorch.
+        let idx: Vec<i64> = order.iter().map(|&i| i as i64).collect();
+        let order_t = Tensor::<1, Int>::from_data(TensorData::new(idx, [n]), &features.device());
+        let y: Vec<u32> = order.iter().map(|&i| labels[i]).collect();
+        let y_t = label_tensor(&y, &self.device);
+        for s in 0..steps {
             let lr = c.lr * cosine(epoch * steps + s, c.epochs * steps);
-            let idx: Vec<i64> = chunk.iter().map(|&i| i as i64).collect();
-            let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [chunk.len()]), &features.device());
-            let x = features.clone().select(0, idx).to_device(&self.device);
-            let y: Vec<u32> = chunk.iter().map(|&i| labels[i]).collect();
-            let y = label_tensor(&y, &self.device);
+            let batch = s * c.batch_size..((s + 1) * c.batch_size).min(n);
+            let x = features.clone().select(0, order_t.clone().slice(batch.clone())).to_device(&self.device);
+            let y = y_t.clone().slice(batch);
             let loss = loss_fn.forward(self.head.forward(x), y);
             let detached = loss.clone().detach();
             total = Some(match total {
