@@ -142,6 +142,7 @@ pub struct LinearArgs {
     pub finetune: bool,
     #[arg(long, default_value_t = 0.005)]
     pub lr_backbone: f64,
+    /// Seeds the label subset, the classifier's initial weights and the order of its batches.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }
@@ -151,6 +152,9 @@ pub fn linear(args: &LinearArgs) -> Result<Accuracy> {
         bail!("--labels must be a fraction in (0, 1], got {}", args.labels);
     }
     let (config, model, device) = args.checkpoint.load()?;
+    // The classifier's initial weights come from the device's generator: the same --seed, the
+    // same accuracy.
+    device.seed(args.seed);
     let m = monitor(&config)?;
     let views = Views::new(&config.data.views, config.data.size, m.train.normalize())?;
     let subset = eval::label_subset(m.train.labels().context("labels")?, args.labels, args.seed);

@@ -172,6 +172,9 @@ fn the_quick_preset_learns() {
     let knn_again = cli(&["eval", "knn", "-k", ckpt]);
     assert!(knn_again.contains(&format!("top-1 {:.2}%", knn[2])), "the same kNN as training's last: {knn_again}");
     let linear = cli(&["eval", "linear", "-k", ckpt, "--epochs", "10"]);
+    // An untrained probe is its random initial weights alone: the same seed, the same weights.
+    let untrained = || cli(&["eval", "linear", "-k", ckpt, "--epochs", "0"]);
+    assert_eq!(untrained(), untrained(), "the same seed, the same probe");
     let top1: f64 = linear.split("top-1 ").nth(1).and_then(|s| s.split('%').next()).unwrap().parse().unwrap();
     assert!(top1 > knn[0], "the linear probe ({top1}%) beats random-feature kNN ({}%)", knn[0]);
     let few = cli(&["eval", "linear", "-k", ckpt, "--epochs", "10", "--labels", "0.1"]);
