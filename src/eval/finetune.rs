@@ -42,20 +42,26 @@ pub fn finetune(
         // Shuffled, so that a class-sorted folder does not give single-class batches.
         let order = data::loader::epoch_order(train.len(), config.seed, epoch);
         let shuffled = train.subset(&order);
-        let mut total = 0.0;
+        // The epoch's labels go to the device once and the loss is summed there, read once: on
+        // tch-cuda a copy from host memory or a read per batch would wait for the GPU each time.
+        let labels = label_tensor(shuffled.labels().expect("labels"), device);
+        let mut total: Option<Tensor<1>> = None;
         for (s, batch) in data::crop_flip_batches(&shuffled, views, config.batch_size, config.seed, epoch).enumerate() {
             let batch = batch?;
             let cosine = cosine(epoch * steps + s, config.epochs * steps);
+            let first = s * config.batch_size;
+            let y = labels.clone().slice(first..first + batch.shape[0]);
             let x = crate::ops::upload(batch.images, batch.shape, device);
-            let y = label_tensor(&batch.labels.expect("labels"), device);
             let loss = loss_fn.forward(head.forward(encoder.forward(x)), y);
-            total += loss.clone().into_scalar::<f32>() as f64;
+            let detached = loss.clone().detach();
+            total = Some(total.map_or(detached.clone(), |sum| sum + detached));
             let mut grads = loss.backward();
             let g_head = GradientsParams::from_module(&mut grads, &head);
             let g_backbone = GradientsParams::from_module(&mut grads, &encoder);
             head = optim_head.step(config.lr_head * cosine, head, g_head);
             encoder = optim_backbone.step(config.lr_backbone * cosine, encoder, g_backbone);
         }
+        let total = total.map_or(0.0, |sum| sum.into_scalar::<f32>() as f64);
         eprintln!("fine-tuning epoch {}/{}: loss {:.4}", epoch + 1, config.epochs, total / steps as f64);
     }
     let (encoder, head) = (encoder.valid(), head.valid());
