@@ -54,7 +54,10 @@ pub fn finetune(
             let x = crate::ops::upload(batch.images, batch.shape, device);
             let loss = loss_fn.forward(head.forward(encoder.forward(x)), y);
             let detached = loss.clone().detach();
-            total = Some(total.map_or(detached.clone(), |sum| sum + detached));
+            total = Some(match total {
+                Some(sum) => sum + detached,
+                None => detached,
+            });
             let mut grads = loss.backward();
             let g_head = GradientsParams::from_module(&mut grads, &head);
             let g_backbone = GradientsParams::from_module(&mut grads, &encoder);

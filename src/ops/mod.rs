@@ -214,11 +214,17 @@ pub type ChannelSync = std::sync::Arc<dyn batch_norm::ChannelSum>;
 
 /// Whether `tensor` lives on a backend with kernels of its own (possibly under autodiff).
 fn on_fast_backend<const D: usize>(tensor: &Tensor<D>) -> bool {
+    on_libtorch(&tensor.device()) || on_flex(tensor)
+}
+
+/// Whether `device` is LibTorch's (possibly under autodiff).
+fn on_libtorch(device: &Device) -> bool {
     #[cfg(feature = "tch")]
-    if matches!(tensor.device().inner().as_dispatch(), DispatchDevice::LibTorch(_)) {
+    if matches!(device.clone().inner().as_dispatch(), DispatchDevice::LibTorch(_)) {
         return true;
     }
-    on_flex(tensor)
+    let _ = device;
+    false
 }
 
 /// Whether `tensor` lives on `Flex`, whose BatchNorm kernels also synchronise over workers.
@@ -254,8 +260,7 @@ pub fn channels_last(x: Tensor<4>, dtype: FloatDType) -> Tensor<4> {
 /// LibTorch's copy first waits for every queued kernel, once per step.
 pub fn upload<'a>(values: impl Into<Cow<'a, [f32]>>, shape: [usize; 4], device: &Device) -> Tensor<4> {
     let values = values.into();
-    #[cfg(feature = "tch")]
-    if matches!(device.clone().inner().as_dispatch(), DispatchDevice::LibTorch(_)) {
+    if on_libtorch(device) {
         let like = Tensor::<1>::empty([0], device).into_dispatch();
         return Tensor::from_dispatch(<Dispatch as Kernels>::upload(like, &values, shape));
     }
