@@ -6,10 +6,13 @@ use burn::optim::ModuleOptimizer;
 use burn::store::{BurnpackStore, ModuleSnapshot};
 use burn::tensor::Bytes;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::Path;
 
-const MAGIC: &[u8; 8] = b"BARLOW01";
+/// The file's first bytes; `BARLOW02` files end in the SHA-256 of all that comes before it.
+const MAGIC: &[u8; 8] = b"BARLOW02";
+const MAGIC_UNCHECKED: &[u8; 8] = b"BARLOW01";
 
 /// Where a run stands: everything besides the tensors that resuming needs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -36,6 +39,8 @@ pub fn save(path: &Path, state: &RunState, model: &Model, optim: &ModuleOptimize
         bytes.extend_from_slice(&(part.len() as u64).to_le_bytes());
         bytes.extend_from_slice(part);
     }
+    let digest = Sha256::digest(&bytes);
+    bytes.extend_from_slice(&digest);
     write_atomically(path, &bytes)
 }
 
@@ -50,8 +55,28 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         f.write_all(bytes)?;
         f.sync_all()
     };
-    write().with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
+    // A failed write (a full disk, say) leaves neither a partial temporary file nor a changed `path`.
+    let written = write().with_context(|| format!("writing {}", tmp.display()));
+    let renamed = written.and_then(|()| std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display())));
+    if renamed.is_err() {
+        _ = std::fs::remove_file(&tmp);
+    }
+    renamed
+}
+
+/// The bytes after the magic of a file whose SHA-256 at its end matches, without it.
+fn verified(bytes: &[u8]) -> Result<&[u8]> {
+    let Some(end) = bytes.len().checked_sub(32).filter(|&e| e >= MAGIC.len()) else {
+        bail!("truncated: {} bytes, too few for a checkpoint", bytes.len())
+    };
+    let (body, digest) = bytes.split_at(end);
+    if Sha256::digest(body)[..] != *digest {
+        bail!(
+            "its SHA-256 does not match the one written with it: the file was changed or damaged after it was \
+             saved (a copy cut short, a disk error); use another copy"
+        );
+    }
+    Ok(&body[MAGIC.len()..])
 }
 
 /// The parts of a checkpoint file, checked but not yet applied.
@@ -63,16 +88,17 @@ pub struct Checkpoint {
 
 impl Checkpoint {
     pub fn read(path: &Path) -> Result<Checkpoint> {
-        let bytes = std::fs::read(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
+        let bytes = crate::files::read(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
         Self::parse(&bytes).with_context(|| format!("checkpoint {} is not usable", path.display()))
     }
 
     /// A checkpoint from the bytes of its file.
     pub fn parse(bytes: &[u8]) -> Result<Checkpoint> {
-        if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
-            bail!("not a barlow checkpoint (bad magic bytes)");
-        }
-        let mut rest = &bytes[MAGIC.len()..];
+        let mut rest = match bytes.get(..MAGIC.len()) {
+            Some(m) if m == MAGIC => verified(bytes)?,
+            Some(m) if m == MAGIC_UNCHECKED => &bytes[MAGIC.len()..],
+            _ => bail!("not a barlow checkpoint (bad magic bytes)"),
+        };
         let mut parts = Vec::new();
         for name in ["run state", "model", "optimizer state"] {
             if rest.len() < 8 {
@@ -86,6 +112,9 @@ impl Checkpoint {
             parts.push(&rest[..len]);
             rest = &rest[len..];
         }
+        if !rest.is_empty() {
+            bail!("{} bytes after the optimizer state: not a barlow checkpoint", rest.len());
+        }
         let state = serde_json::from_slice(parts[0]).context("the run state is not valid JSON")?;
         Ok(Checkpoint {
             state,
@@ -97,6 +126,7 @@ impl Checkpoint {
     /// Loads the weights into `model` (built from the same config) and the state into `optim`.
     pub fn apply(self, model: Model, optim: ModuleOptimizer) -> Result<(Model, ModuleOptimizer)> {
         let model = load_weights(model, self.model)?;
+        finite_state(&self.optim)?;
         // Optimizer state is keyed by parameter id, which the model's burnpack carries across.
         let optim = optim.from_bytes(self.optim).context("loading the optimizer state")?;
         Ok((model, optim))
@@ -125,5 +155,40 @@ pub(crate) fn load_weights(mut model: Model, bytes: Bytes) -> Result<Model> {
     if !result.errors.is_empty() || !result.missing.is_empty() {
         bail!("the weights do not fit the config: {result}");
     }
+    finite(&model)?;
     Ok(model)
+}
+
+/// An error naming the first optimizer-state tensor (a momentum buffer, say) that holds a NaN
+/// or an infinity: resuming from it would carry the damage into every later step.
+fn finite_state(bytes: &[u8]) -> Result<()> {
+    let unreadable = |e: burn::store::burn_pack::Error| anyhow::anyhow!("the optimizer state is unreadable: {e:?}");
+    let reader = burn::store::burn_pack::Reader::from_bytes(Bytes::from_bytes_vec(bytes.to_vec())).map_err(unreadable)?;
+    for tensor in reader.into_tensors().map_err(unreadable)? {
+        let (name, dtype, shape, _, bytes) = tensor.into_parts().map_err(unreadable)?;
+        if dtype.is_float() {
+            let values = burn::tensor::TensorData::from_bytes(bytes, shape, dtype).convert::<f32>();
+            let count = values.as_slice::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?.iter().filter(|v| !v.is_finite()).count();
+            if count > 0 {
+                bail!("the optimizer state `{name}` holds {count} non-finite values (NaN or ±∞): a diverged or damaged run");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An error naming the first tensor of `module` that holds a NaN or an infinity.
+pub fn finite<M: ModuleSnapshot>(module: &M) -> Result<()> {
+    for tensor in module.collect(None, None, false) {
+        if !tensor.dtype.is_float() {
+            continue;
+        }
+        let data = burn::store::bridge::to_data(&tensor).map_err(|e| anyhow::anyhow!("reading `{}`: {e:?}", tensor.name))?;
+        let values = data.convert::<f32>().try_into_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let count = values.iter().filter(|v| !v.is_finite()).count();
+        if count > 0 {
+            bail!("`{}` holds {count} non-finite values (NaN or ±∞): a diverged or damaged model", tensor.name);
+        }
+    }
+    Ok(())
 }

@@ -1,6 +1,8 @@
 //! The `barlow` command line.
 
+
 use crate::config::Config;
+use crate::config::range::{COUNT, POSITIVE, Range};
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -48,9 +50,11 @@ pub enum EvalCommand {
     Knn {
         #[command(flatten)]
         checkpoint: crate::commands::CheckpointArgs,
-        #[arg(long)]
+        /// Neighbours that vote [default: the run's train.knn_k].
+        #[arg(long, value_parser = COUNT.parser::<usize>())]
         k: Option<usize>,
-        #[arg(long)]
+        /// Temperature of the votes' weights exp(similarity / T) [default: the run's train.knn_t].
+        #[arg(long, value_parser = POSITIVE.parser::<f64>())]
         t: Option<f64>,
     },
     /// A linear classifier on the frozen encoder's features.
@@ -161,10 +165,10 @@ pub struct PreviewArgs {
     #[arg(long, default_value = "views.png")]
     pub out: PathBuf,
     /// Images (rows).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = Range::closed(1.0, 256.0).parser::<usize>())]
     pub count: usize,
     /// (view A, view B) pairs per image.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = Range::closed(1.0, 16.0).parser::<usize>())]
     pub pairs: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -205,6 +209,13 @@ fn train(mut args: TrainArgs) -> Result<()> {
     if let Some(file) = &args.init {
         config.model.init = Some(crate::weights::record_init(file)?);
     }
+    // One process, or one worker of an `mpirun`/`srun` job; a failure on any worker ends them all.
+    let comm = crate::dist::world()?;
+    // Rank 0 writes the run: it holds the directory from the checks below to the end.
+    let _lock = match comm.rank() {
+        0 => Some(crate::train::RunLock::acquire(&args.out)?),
+        _ => None,
+    };
     let existing = crate::train::checkpoint_path(&args.out);
     if !args.resume && !args.overwrite && existing.exists() {
         anyhow::bail!(
@@ -214,20 +225,28 @@ fn train(mut args: TrainArgs) -> Result<()> {
             existing.display()
         );
     }
-    // One process, or one worker of an `mpirun`/`srun` job; a failure on any worker ends them all.
-    let comm = crate::dist::world()?;
+    if args.overwrite
+        && comm.rank() == 0
+        && let Some(previous) = crate::train::previous::set_aside(&args.out)?
+    {
+        eprintln!(
+            "the previous run is kept in {} until this run's first checkpoint (move its files back to restore it)",
+            previous.display()
+        );
+    }
     let job = crate::dist::conclude(&comm, crate::dist::Job::new(comm.clone(), &config, &args.out))?;
     let summary = crate::dist::conclude(&comm, crate::train::train_in(&job, &config, &args.out, args.resume))?;
     if !job.writes() {
         return Ok(());
     }
     let path = crate::train::checkpoint_path(&args.out);
-    let checkpoint = match (summary.saved, args.resume, path.exists()) {
+    let previous = crate::train::previous::previous_dir(&args.out);
+    let checkpoint = match (summary.saved, args.resume, previous.exists()) {
         (true, _, _) => format!("checkpoint {}", path.display()),
         (false, true, _) => format!("checkpoint {} unchanged (a partial epoch is not checkpointed)", path.display()),
         (false, false, true) => format!(
-            "no checkpoint of this run yet (a partial epoch is not checkpointed): {} is still the previous run's",
-            path.display()
+            "no checkpoint of this run yet (a partial epoch is not checkpointed); the previous run is still in {}",
+            previous.display()
         ),
         (false, false, false) => "no checkpoint (a partial epoch is not checkpointed)".into(),
     };

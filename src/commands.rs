@@ -1,5 +1,6 @@
 //! What to do with a trained checkpoint: evaluate it, embed images, export weights, draw the run.
 
+use crate::config::range::{COUNT, FRACTION, NON_NEGATIVE, POSITIVE};
 use crate::checkpoint;
 use crate::config::Config;
 use crate::data::{self, Dataset, Split, Views};
@@ -121,17 +122,17 @@ pub fn knn(args: &CheckpointArgs, k: Option<usize>, t: Option<f64>) -> Result<Ac
 pub struct LinearArgs {
     #[command(flatten)]
     pub checkpoint: CheckpointArgs,
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = COUNT.parser::<usize>())]
     pub epochs: usize,
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = COUNT.parser::<usize>())]
     pub batch_size: usize,
     /// The classifier's learning rate.
-    #[arg(long, default_value_t = 0.3)]
+    #[arg(long, default_value_t = 0.3, value_parser = POSITIVE.parser::<f64>())]
     pub lr: f64,
-    #[arg(long, default_value_t = 1e-6)]
+    #[arg(long, default_value_t = 1e-6, value_parser = NON_NEGATIVE.parser::<f64>())]
     pub weight_decay: f64,
     /// Train on this fraction of the labels, class-balanced (0.01 and 0.1 as the paper).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = FRACTION.parser::<f64>())]
     pub labels: f64,
     /// Random crop and flip of the training images each epoch (re-encoding them), as the
     /// official evaluate.py; without it, features are computed once.
@@ -140,7 +141,7 @@ pub struct LinearArgs {
     /// Train the encoder too (on cropped and flipped images), with --lr-backbone.
     #[arg(long)]
     pub finetune: bool,
-    #[arg(long, default_value_t = 0.005)]
+    #[arg(long, default_value_t = 0.005, value_parser = NON_NEGATIVE.parser::<f64>())]
     pub lr_backbone: f64,
     /// Seeds the label subset, the classifier's initial weights and the order of its batches.
     #[arg(long, default_value_t = 0)]
@@ -208,7 +209,8 @@ pub fn linear(args: &LinearArgs) -> Result<Accuracy> {
 pub struct EmbedArgs {
     #[command(flatten)]
     pub checkpoint: CheckpointArgs,
-    /// `.npy` or `.safetensors`; image ids (and labels) go to `<out>.ids.tsv`.
+    /// `.npy` or `.safetensors`; image ids (and labels) go to `<out>.ids.tsv` (tab-separated;
+    /// an id holding a tab, line break or quote is quoted as CSV readers expect).
     #[arg(long, short)]
     pub out: PathBuf,
     /// pretrain (the training images), train or test.
@@ -251,12 +253,21 @@ pub fn embed(args: &EmbedArgs) -> Result<()> {
     let mut ids = String::from("index\tid\tlabel\n");
     for i in 0..n {
         let label = set.labels().map(|l| l[i].to_string()).unwrap_or_default();
-        ids.push_str(&format!("{i}\t{}\t{label}\n", set.id(i)));
+        ids.push_str(&format!("{i}\t{}\t{label}\n", tsv_field(&set.id(i))));
     }
     let ids_path = PathBuf::from(format!("{}.ids.tsv", args.out.display()));
     checkpoint::write_atomically(&ids_path, ids.as_bytes())?;
     println!("wrote {n}×{d} embeddings to {} and their ids to {}", args.out.display(), ids_path.display());
     Ok(())
+}
+
+/// A field of a tab-separated file, quoted as CSV readers expect (pandas' `read_csv(sep="\t")`,
+/// Python's `csv`) when it holds a tab, a line break or a quote: in double quotes, quotes doubled.
+pub fn tsv_field(s: &str) -> std::borrow::Cow<'_, str> {
+    match s.contains(['\t', '\n', '\r', '"']) {
+        true => format!("\"{}\"", s.replace('"', "\"\"")).into(),
+        false => s.into(),
+    }
 }
 
 /// A NumPy `.npy` file (format 1.0) holding a little-endian `n×d` float32 array.

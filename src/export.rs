@@ -3,9 +3,10 @@
 use crate::model::ResNet;
 use anyhow::{Context, Result, bail};
 use burn::store::{
-    ApplyError, ApplyResult, BurnToPyTorchAdapter, KeyRemapper, ModuleSnapshot, PyTorchToBurnAdapter, PytorchStore,
-    SafetensorsStore,
+    ApplyError, ApplyResult, BurnToPyTorchAdapter, ChainAdapter, FloatCastAdapter, KeyRemapper, ModuleAdapter,
+    ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,
 };
+use burn::tensor::DType;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
@@ -57,14 +58,12 @@ pub fn import_as(mut encoder: ResNet, path: &Path, what: &str) -> Result<ResNet>
     let remap = KeyRemapper::from_patterns(vec![(r"^module\.", ""), (r"^backbone\.", "")])
         .expect("valid patterns");
     let mut head = [0u8; 9];
-    let n = std::fs::File::open(path)
-        .and_then(|mut f| f.read(&mut head))
-        .with_context(|| format!("reading {}", path.display()))?;
+    let n = crate::files::open(path)?.read(&mut head).with_context(|| format!("reading {}", path.display()))?;
     // safetensors: a little-endian u64 header length, then the header's JSON.
     let safetensors = n == 9 && u64::from_le_bytes(head[..8].try_into().expect("8 bytes")) < 100_000_000 && head[8] == b'{';
     let result = if safetensors {
         let mut store = SafetensorsStore::from_file(path)
-            .with_from_adapter(PyTorchToBurnAdapter)
+            .with_from_adapter(from_pytorch())
             .remap(remap)
             .allow_partial(true)
             .validate(false);
@@ -80,7 +79,8 @@ pub fn import_as(mut encoder: ResNet, path: &Path, what: &str) -> Result<ResNet>
             if let Some(key) = key {
                 store = store.with_top_level_key(key);
             }
-            match encoder.load_from(&mut store) {
+            let read = store.get_all_tensors().map(|t| t.values().cloned().collect::<Vec<_>>());
+            match read.map(|tensors| encoder.apply(tensors, None, Some(Box::new(from_pytorch())), false)) {
                 Ok(r) if !r.applied.is_empty() || !r.errors.is_empty() => {
                     best = Some(r);
                     break;
@@ -96,7 +96,14 @@ pub fn import_as(mut encoder: ResNet, path: &Path, what: &str) -> Result<ResNet>
         }
     };
     check_fit(&encoder, &result, path, what)?;
+    crate::checkpoint::finite(&encoder).with_context(|| format!("{}: not usable weights", path.display()))?;
     Ok(encoder)
+}
+
+/// PyTorch's layout to burn's, and every float tensor to f32: released checkpoints hold f16,
+/// bf16 or f64 too, and the encoder's parameters are f32 whatever the training precision.
+fn from_pytorch() -> ChainAdapter {
+    PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32))
 }
 
 /// torchvision's name for an encoder tensor (burn calls BatchNorm's affine pair gamma/beta).
@@ -122,6 +129,10 @@ fn check_fit(encoder: &ResNet, result: &ApplyResult, path: &Path, what: &str) ->
             "{}: `{}` has shape {found} in the file but {expected} in {what}{}",
             path.display(), torchvision_name(name),
             if result.errors.len() > 1 { format!(" ({} tensors differ)", result.errors.len()) } else { String::new() }
+        ),
+        Some(ApplyError::DTypeMismatch { path: name, found, .. }) => bail!(
+            "{}: `{}` holds {found:?} values, where {what} needs floating-point weights (f16, bf16, f32 or f64)",
+            path.display(), torchvision_name(name)
         ),
         Some(other) => bail!("{}: {other}", path.display()),
         None => {}

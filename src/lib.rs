@@ -13,6 +13,7 @@ pub mod dist;
 pub mod eval;
 pub mod export;
 pub mod features;
+pub mod files;
 #[cfg(feature = "cubecl")]
 pub mod gpu;
 pub mod loss;

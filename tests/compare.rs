@@ -109,6 +109,15 @@ fn compare_writes_the_report_and_resumes_only_what_is_missing() {
     let again: Vec<Vec<u8>> = ["barlow-b32", "simsiam-b64"].iter().map(|r| read(&runs.join(r).join("metrics.jsonl"))).collect();
     assert_eq!(metrics, again, "finished runs are left as they are");
     assert_eq!(read(&out.join("compare.csv")), csv.as_bytes());
+
+    // A changed setting is not passed off as the finished runs' result: refused, naming it.
+    let output = Command::new(env!("CARGO_BIN_EXE_barlow"))
+        .args(["compare", "--config"]).arg(&file).arg("--out").arg(&out).arg("--set=optim.weight_decay=0.5")
+        .output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("optim.weight_decay =") && stderr.contains("other settings"), "{stderr}");
+    assert_eq!(read(&out.join("compare.csv")), csv.as_bytes(), "the report is left as it was");
 }
 
 #[test]

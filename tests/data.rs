@@ -2,6 +2,7 @@
 
 use barlow::config::Config;
 use barlow::data::{self, Split, datasets, download, loader};
+use barlow::data::decode::MAX_PIXELS;
 use std::io::Write;
 use std::path::Path;
 
@@ -133,7 +134,7 @@ fn image_folders_give_sorted_classes_and_labels() {
     assert_eq!(set.image(4).unwrap().pixels[0], 1.0 / 255.0);
     assert!(set.id(0).ends_with("train/ant/000.png"));
     // A flat folder is an unlabeled dataset.
-    let flat = datasets::read_folder(&dir.path().join("test/cat")).unwrap();
+    let flat = datasets::read_folder(&dir.path().join("test/cat"), MAX_PIXELS).unwrap();
     assert_eq!((flat.len(), flat.labels()), (3, None));
     let monitor = data::open_monitor(&config("folder", dir.path())).unwrap().unwrap();
     assert_eq!((monitor.train.len(), monitor.test.len()), (6, 6));
@@ -142,27 +143,27 @@ fn image_folders_give_sorted_classes_and_labels() {
 #[test]
 fn bad_folders_and_images_are_named_in_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let e = err_text(datasets::read_folder(dir.path()));
+    let e = err_text(datasets::read_folder(dir.path(), MAX_PIXELS));
     assert!(e.contains("no images"), "{e}");
     std::fs::create_dir(dir.path().join("empty_class")).unwrap();
-    let e = err_text(datasets::read_folder(dir.path()));
+    let e = err_text(datasets::read_folder(dir.path(), MAX_PIXELS));
     assert!(e.contains("empty_class") && e.contains("without images"), "{e}");
     write_png(&dir.path().join("stray.png"), 0);
-    let e = err_text(datasets::read_folder(dir.path()));
+    let e = err_text(datasets::read_folder(dir.path(), MAX_PIXELS));
     assert!(e.contains("mixes images"), "{e}");
     std::fs::remove_file(dir.path().join("stray.png")).unwrap();
     std::fs::create_dir(dir.path().join("empty_class/deeper")).unwrap();
-    let e = err_text(datasets::read_folder(dir.path()));
+    let e = err_text(datasets::read_folder(dir.path(), MAX_PIXELS));
     assert!(e.contains("deeper") && e.contains("root/<class>/image.jpg"), "{e}");
 
     let img = dir.path().join("bad.jpg");
     std::fs::write(&img, b"\xff\xd8\xff\xe0 not really a jpeg").unwrap();
-    let e = err_text(datasets::decode(&img));
+    let e = err_text(datasets::decode(&img, MAX_PIXELS));
     assert!(e.contains("bad.jpg") && e.contains("cannot decode"), "{e}");
     write_png(&img.with_extension("png"), 9);
     let whole = std::fs::read(img.with_extension("png")).unwrap();
     std::fs::write(&img, &whole[..whole.len() / 2]).unwrap();
-    assert!(err_text(datasets::decode(&img)).contains("bad.jpg"));
+    assert!(err_text(datasets::decode(&img, MAX_PIXELS)).contains("bad.jpg"));
 }
 
 #[test]
@@ -318,7 +319,7 @@ fn jpegs_decode_to_the_pixels_the_image_crate_gives() {
     for name in ["a.jpg", "b.jpg", "c.png", "a.jpg"] {
         let path = dir.path().join(name);
         let want = image::open(&path).unwrap().to_rgb8();
-        let got = datasets::decode(&path).unwrap();
+        let got = datasets::decode(&path, MAX_PIXELS).unwrap();
         assert_eq!((got.width, got.height), (w as usize, h as usize));
         assert_eq!(got.to_bytes(), want.as_raw().as_slice(), "{name}");
     }

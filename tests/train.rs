@@ -118,8 +118,15 @@ fn a_run_stopped_within_an_epoch_says_it_left_no_checkpoint() {
     assert!(text.contains("no checkpoint (a partial epoch") && !ckpt.exists(), "{text}");
     let text = said(run(&mut barlow(dir.path(), &["--overwrite", "--set=train.max_steps=8"])));
     assert!(text.contains(&format!("; checkpoint {}", ckpt.display())) && ckpt.exists(), "{text}");
+    let before = std::fs::read(&ckpt).unwrap();
     let text = said(run(&mut barlow(dir.path(), &["--overwrite", "--set=train.max_steps=3"])));
-    assert!(text.contains("is still the previous run's"), "{text}");
+    assert!(text.contains("the previous run is still in"), "{text}");
+    // The overwritten run is restorable, whole, until the new one's first checkpoint.
+    let previous = dir.path().join("previous");
+    assert_eq!(std::fs::read(previous.join("checkpoint.bin")).unwrap(), before);
+    assert!(previous.join("config.toml").exists() && previous.join("metrics.jsonl").exists() && !ckpt.exists());
+    run(&mut barlow(dir.path(), &["--overwrite", "--set=train.max_steps=8"]));
+    assert!(ckpt.exists() && !previous.exists(), "the first checkpoint of the new run discards the old one");
 }
 
 /// Reading the loss back every step or every few steps changes only when the host waits for

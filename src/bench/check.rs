@@ -2,6 +2,8 @@
 //! The same weights and the same two views on each device; the loss terms and every parameter's
 //! gradient are compared with the reference backend's.
 
+use crate::config::range::POSITIVE;
+use crate::config::valid::{BATCH, LAYER, SIZE, WIDTH};
 use crate::backend;
 use crate::methods::Model;
 use crate::model::{Arch, BarlowTwinsConfig, ResNetConfig, Stem};
@@ -21,21 +23,21 @@ pub struct CheckArgs {
     pub reference: String,
     #[arg(long, default_value = "resnet18")]
     pub arch: Arch,
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = WIDTH.parser::<usize>())]
     pub width: usize,
-    #[arg(long, value_delimiter = '-', default_value = "2048-2048-2048")]
+    #[arg(long, value_delimiter = '-', default_value = "2048-2048-2048", value_parser = LAYER.parser::<usize>())]
     pub projector: Vec<usize>,
     /// Images per view (N).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = BATCH.parser::<usize>())]
     pub batch: usize,
     /// Image side; up to 64 px the CIFAR stem, above it the ImageNet one.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = SIZE.parser::<usize>())]
     pub size: usize,
     /// Largest accepted relative error of each loss term.
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 1e-3, value_parser = POSITIVE.parser::<f64>())]
     pub loss_tol: f64,
     /// Largest accepted relative error ‖g − g_ref‖ / ‖g_ref‖ of any parameter's gradient.
-    #[arg(long, default_value_t = 2e-2)]
+    #[arg(long, default_value_t = 2e-2, value_parser = POSITIVE.parser::<f64>())]
     pub grad_tol: f64,
     /// One JSON object per backend on stdout instead of sentences.
     #[arg(long)]

@@ -7,6 +7,7 @@ pub mod step;
 pub use check::CheckArgs;
 pub use step::{StepArgs, TuneArgs, step, tune};
 
+use crate::config::range::COUNT;
 use anyhow::Result;
 use std::time::Instant;
 
@@ -15,7 +16,7 @@ pub struct LoaderArgs {
     #[command(flatten)]
     pub config: crate::cli::ConfigArgs,
     /// Batches to time (after one untimed batch).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = COUNT.parser::<usize>())]
     pub batches: usize,
 }
 

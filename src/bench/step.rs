@@ -1,6 +1,8 @@
 //! `barlow bench step` and `barlow tune`: training steps on random views, after a warm-up that
 //! lasts until the step time has settled (GPU kernels are compiled and autotuned on first use).
 
+use crate::config::range::{COUNT, NON_NEGATIVE};
+use crate::config::valid::{BATCH, LAYER, SIZE, WIDTH};
 use crate::backend;
 use crate::loss::Loss;
 use crate::methods::{MethodConfig, Model};
@@ -22,13 +24,13 @@ pub struct WarmupArgs {
     #[arg(long, default_value_t = 1)]
     pub warmup: usize,
     /// ...then more, until a step's time is within this fraction of the one before...
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, value_parser = NON_NEGATIVE.parser::<f64>())]
     pub steady: f64,
     /// ...or this many untimed steps have run...
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = COUNT.parser::<usize>())]
     pub warmup_max: usize,
     /// ...or this many seconds have passed, whichever comes first.
-    #[arg(long, default_value_t = 600.0)]
+    #[arg(long, default_value_t = 600.0, value_parser = NON_NEGATIVE.parser::<f64>())]
     pub warmup_secs: f64,
 }
 
@@ -132,20 +134,20 @@ pub struct StepArgs {
     #[arg(long, default_value = "resnet18")]
     pub arch: Arch,
     /// Encoder width (64 = the standard ResNet).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = WIDTH.parser::<usize>())]
     pub width: usize,
-    #[arg(long, value_delimiter = '-', default_value = "2048-2048-2048")]
+    #[arg(long, value_delimiter = '-', default_value = "2048-2048-2048", value_parser = LAYER.parser::<usize>())]
     pub projector: Vec<usize>,
     /// Images per view (N).
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = BATCH.parser::<usize>())]
     pub batch: usize,
     /// Image side; up to 64 px the CIFAR stem, above it the ImageNet one.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = SIZE.parser::<usize>())]
     pub size: usize,
     #[command(flatten)]
     pub warmup: WarmupArgs,
     /// Timed steps, queued back to back with one wait at the end (as training runs).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = COUNT.parser::<usize>())]
     pub steps: usize,
     /// One JSON object per backend on stdout instead of a sentence.
     #[arg(long)]

@@ -10,6 +10,8 @@
 mod plot;
 pub mod report;
 
+use crate::config::range::COUNT;
+use crate::config::valid::{BATCH, EPOCHS};
 use crate::checkpoint::Checkpoint;
 use crate::cli::Overrides;
 use crate::config::Config;
@@ -32,16 +34,16 @@ pub struct CompareArgs {
     #[arg(long, value_delimiter = ',')]
     pub methods: Option<Vec<Method>>,
     /// Batch sizes to train each method at [default: the comparison's].
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = BATCH.parser::<usize>())]
     pub batch_sizes: Option<Vec<usize>>,
     /// Epochs of every run [default: the comparison's, else each recipe's].
-    #[arg(long)]
+    #[arg(long, value_parser = EPOCHS.parser::<usize>())]
     pub epochs: Option<usize>,
     /// Where the runs and the report go.
     #[arg(long, short)]
     pub out: PathBuf,
     /// Also a linear probe on each finished encoder, trained for this many epochs.
-    #[arg(long, value_name = "EPOCHS")]
+    #[arg(long, value_name = "EPOCHS", value_parser = COUNT.parser::<usize>())]
     pub linear: Option<usize>,
     /// Changes to every run's config (`--set train.backend=cuda`, `--data DIR`).
     #[command(flatten)]
@@ -187,7 +189,7 @@ pub fn compare(args: &CompareArgs) -> Result<Vec<(Run, Outcome)>> {
             runs.push(Run { method, batch_size, config, dir });
         }
     }
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let _lock = crate::train::RunLock::acquire(&args.out)?;
     let mut done: Vec<(Run, Outcome)> = vec![];
     for (i, run) in runs.iter().enumerate() {
         let label = format!("[{}/{}] {} at batch size {}", i + 1, runs.len(), run.method.title(), run.batch_size);
@@ -226,13 +228,26 @@ fn release_memory() {
     }
 }
 
-/// Epochs a run directory's checkpoint has finished, or `None` when it has none.
+/// Epochs a run directory's checkpoint has finished, or `None` when it has none. A checkpoint
+/// made with other settings is refused, naming them: its results are not this run's.
 fn position(run: &Run) -> Result<Option<usize>> {
     let path = crate::train::checkpoint_path(&run.dir);
     if !path.exists() {
         return Ok(None);
     }
-    Ok(Some(Checkpoint::read(&path)?.state.epoch))
+    let ckpt = Checkpoint::read(&path)?;
+    let saved = Config::parse(&ckpt.state.config, &[]).with_context(|| format!("the config saved in {}", path.display()))?;
+    // How long a run may go and how often it logs change no result.
+    let results = |d: &String| !["train.max_steps ", "train.log_every ", "train.dist_timeout "].iter().any(|k| d.starts_with(k));
+    let changed: Vec<String> = saved.differences(&run.config).into_iter().filter(results).collect();
+    if !changed.is_empty() {
+        bail!(
+            "{} was trained with other settings than this comparison gives it ({}; the run's vs now): remove \
+             that run directory to retrain it with the new ones, or compare into another --out",
+            run.dir.display(), changed.join(", ")
+        );
+    }
+    Ok(Some(ckpt.state.epoch))
 }
 
 fn train(run: &Run, resume: bool) -> Result<()> {

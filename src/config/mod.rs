@@ -4,11 +4,13 @@
 //! `build`; here, where it comes from and what makes it valid.
 
 mod build;
+pub mod range;
 mod sections;
+pub mod valid;
 
 pub use sections::*;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 /// The presets under `configs/`, compiled in so that `--config NAME` works from anywhere.
 /// `<method>-cifar10` and `<method>-imagenet` are each method's recipes (Barlow Twins' are
@@ -44,7 +46,7 @@ impl Config {
     pub fn table(name_or_path: &str) -> Result<toml::Table> {
         let text = match PRESETS.iter().find(|(name, _)| *name == name_or_path) {
             Some((_, text)) => text.to_string(),
-            None => std::fs::read_to_string(name_or_path).with_context(|| {
+            None => crate::files::read_to_string(std::path::Path::new(name_or_path)).with_context(|| {
                 let names: Vec<_> = PRESETS.iter().map(|(n, _)| *n).collect();
                 format!("config `{name_or_path}` is neither a preset ({}) nor a readable file", names.join(", "))
             })?,
@@ -72,35 +74,29 @@ impl Config {
         toml::to_string(self).expect("a config serialises")
     }
 
-    fn validate(&self) -> Result<()> {
-        let o = &self.optim;
-        if o.batch_size < 2 {
-            bail!("optim.batch_size must be at least 2: the loss standardises over the batch");
-        }
-        if o.epochs == 0 {
-            bail!("optim.epochs must be positive");
-        }
-        if self.model.projector.is_empty() || self.model.width == 0 || self.data.size < 8 {
-            bail!("model.projector needs a layer, model.width and data.size must be positive (size ≥ 8)");
-        }
-        if self.train.log_every == 0 {
-            bail!("train.log_every must be at least 1");
-        }
-        let m = &self.model;
-        if let Some(k) = m.queue
-            && (k == 0 || k % o.batch_size != 0)
-        {
-            bail!(
-                "model.queue = {k} is not a multiple of optim.batch_size = {}: MoCo replaces a whole batch of keys at \
-                 a time (make the queue a multiple of every batch size you train with)",
-                o.batch_size
-            );
-        }
-        if o.fix_predictor_lr && m.predictor.is_none() {
-            bail!("optim.fix_predictor_lr is set, but model.method = \"{}\" has no predictor", m.method);
-        }
-        Ok(())
+    /// The settings in which `self` and `other` differ, as `key = this vs that`, for errors.
+    pub fn differences(&self, other: &Config) -> Vec<String> {
+        let (a, b) = (leaves(self), leaves(other));
+        let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+        let show = |m: &std::collections::BTreeMap<String, String>, k: &String| m.get(k).cloned().unwrap_or("unset".into());
+        keys.into_iter().filter(|k| a.get(*k) != b.get(*k)).map(|k| format!("{k} = {} vs {}", show(&a, k), show(&b, k))).collect()
     }
+}
+
+/// A config's values by dotted key, as TOML writes them.
+fn leaves(config: &Config) -> std::collections::BTreeMap<String, String> {
+    fn walk(prefix: &str, table: &toml::Table, out: &mut std::collections::BTreeMap<String, String>) {
+        for (key, value) in table {
+            let key = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+            match value {
+                toml::Value::Table(t) => walk(&key, t, out),
+                v => _ = out.insert(key, v.to_string()),
+            }
+        }
+    }
+    let mut out = Default::default();
+    walk("", &toml::from_str(&config.to_toml()).expect("a config reads back"), &mut out);
+    out
 }
 
 /// Applies one `a.b.c=value` override; the value is read as TOML (numbers, booleans, arrays),

@@ -27,14 +27,18 @@ pub struct DataConfig {
     pub root: Option<PathBuf>,
     /// Augmentation preset: `imagenet` (the paper's) or `cifar` (no blur).
     pub views: String,
-    /// Side of the square crops.
+    /// Side of the square crops, in pixels: 8 to 4096.
     pub size: usize,
-    /// Use only the first N training images (quick experiments).
+    /// Use only the first N training images (quick experiments): at least 1.
     #[serde(default)]
     pub limit: Option<usize>,
-    /// Loader threads (0: all cores).
+    /// Loader threads (0: all cores), at most 1024.
     #[serde(default)]
     pub workers: usize,
+    /// Image files with more pixels than this are refused before they are decoded
+    /// (decompression bombs): 1 to 2^32 [default: 178,956,970, PIL's limit].
+    #[serde(default = "default_max_pixels")]
+    pub max_pixels: u64,
 }
 
 /// The encoder, and the method with its heads and settings. A method's settings that the file
@@ -48,29 +52,32 @@ pub struct ModelConfig {
     pub method: Method,
     pub arch: Arch,
     pub stem: Stem,
+    /// Channels of the first stage (64: torchvision's): 1 to 1024.
     #[serde(default = "default_width")]
     pub width: usize,
-    /// Projector widths (VICReg: the expander); the last is the embedding dimension D.
+    /// Projector widths (VICReg: the expander); the last is the embedding dimension D. One layer
+    /// or more, each 1 to 32768 wide.
     pub projector: Vec<usize>,
-    /// BYOL, SimSiam: predictor widths, the last being D again.
+    /// BYOL, SimSiam: predictor widths, the last being D again; each 1 to 32768.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predictor: Option<Vec<usize>>,
-    /// Barlow Twins: the weight of the off-diagonal term.
+    /// Barlow Twins: the weight λ of the off-diagonal term, ≥ 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lambda: Option<f64>,
-    /// SimCLR, MoCo: the softmax temperature τ.
+    /// SimCLR, MoCo: the softmax temperature τ, > 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f64>,
-    /// MoCo: keys in the queue (per view when symmetric); a multiple of the batch size.
+    /// MoCo: keys in the queue (per view when symmetric); a multiple of the batch size, 1 to 2^24.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<usize>,
     /// MoCo: the symmetric loss (both views as queries, one queue per view).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub symmetric: Option<bool>,
-    /// MoCo, BYOL: τ of the momentum network at the first step and at the last (cosine between).
+    /// MoCo, BYOL: τ of the momentum network at the first step and at the last (cosine between),
+    /// each in [0, 1].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ema: Option<[f64; 2]>,
-    /// VICReg: the weights of the invariance, variance and covariance terms.
+    /// VICReg: the weights of the invariance, variance and covariance terms, each ≥ 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub invariance: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -96,12 +103,15 @@ pub struct OptimConfig {
     /// lars (the default: the official code's) or sgd (PyTorch's, with momentum).
     #[serde(default)]
     pub optimizer: Optimizer,
+    /// Images per step over all processes: 2 to 2^20.
     pub batch_size: usize,
+    /// 1 to 10^6.
     pub epochs: usize,
+    /// Epochs of linear warm-up: 0 to 10^6 (more than `epochs`: the run ends warming up).
     pub warmup_epochs: usize,
-    /// Learning rate of the weights per 256 images.
+    /// Learning rate of the weights per 256 images, > 0.
     pub lr_weights: f64,
-    /// Learning rate of biases and BatchNorm parameters per 256 images [default: lr_weights].
+    /// Learning rate of biases and BatchNorm parameters per 256 images, ≥ 0 [default: lr_weights].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lr_biases: Option<f64>,
     /// How the rates grow with the batch: linear (× batch/256) or sqrt (× √(batch/256)).
@@ -110,10 +120,12 @@ pub struct OptimConfig {
     /// Keep the predictor at its initial learning rate (SimSiam's `--fix-pred-lr`).
     #[serde(default)]
     pub fix_predictor_lr: bool,
+    /// ≥ 0.
     pub weight_decay: f64,
+    /// In [0, 1).
     #[serde(default = "default_momentum")]
     pub momentum: f64,
-    /// LARS's trust coefficient η.
+    /// LARS's trust coefficient η, > 0.
     #[serde(default = "default_eta")]
     pub eta: f64,
 }
@@ -137,18 +149,21 @@ pub struct TrainConfig {
     /// Run the kNN monitor every this many epochs (0: never).
     #[serde(default = "default_knn_every")]
     pub knn_every: usize,
+    /// The kNN monitor's neighbours: at least 1.
     #[serde(default = "default_knn_k")]
     pub knn_k: usize,
+    /// The kNN monitor's temperature, > 0.
     #[serde(default = "default_knn_t")]
     pub knn_t: f64,
-    /// The kNN monitor uses this many images of each labeled split (spread over it) [default: all].
+    /// The kNN monitor uses this many images of each labeled split (spread over it), at least 1
+    /// [default: all].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub knn_limit: Option<usize>,
-    /// Stop after this many optimisation steps in this invocation (tests, smoke runs).
+    /// Stop after this many optimisation steps in this invocation (tests, smoke runs): at least 1.
     #[serde(default)]
     pub max_steps: Option<usize>,
     /// Read the loss back from the device every this many steps (and at each epoch's end), to
-    /// log it and stop on a non-finite one; in between, the device is never waited for.
+    /// log it and stop on a non-finite one; in between, the device is never waited for. At least 1.
     #[serde(default = "default_log_every")]
     pub log_every: usize,
     /// `f32`, or `bf16`: convolutions and matrix products on bfloat16 operands (BatchNorm, the
@@ -187,6 +202,9 @@ impl Default for TrainConfig {
     }
 }
 
+fn default_max_pixels() -> u64 {
+    crate::data::decode::MAX_PIXELS
+}
 fn default_width() -> usize {
     64
 }

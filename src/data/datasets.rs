@@ -102,7 +102,7 @@ pub fn open(config: &DataConfig, split: Split) -> Result<Dataset> {
                 (true, false) => te,
                 (false, _) => root,
             };
-            read_folder(&dir)
+            read_folder(&dir, config.max_pixels)
         }
         other => bail!("unknown dataset `{other}`; expected one of {}", NAMES.join(", ")),
     }
@@ -161,7 +161,7 @@ pub fn read_cifar(
     let record = label_bytes + 3072;
     let (mut pixels, mut labels) = (Vec::new(), Vec::new());
     for file in files {
-        let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        let bytes = crate::files::read(file)?;
         if bytes.is_empty() || bytes.len() % record != 0 {
             bail!("{}: {} bytes is not a whole number of {record}-byte {name} records; \
                    the file is truncated or not {name} binary", file.display(), bytes.len());
@@ -205,7 +205,7 @@ fn read_idx_pair(name: &str, dir: &Path, train: bool, classes: Vec<String>, norm
     let read = |file: String, rank| {
         let path = dir.join(&file);
         let path = if path.exists() { path } else { dir.join(file.trim_end_matches(".gz")) };
-        let raw = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let raw = crate::files::read(&path)?;
         read_idx(raw, rank).with_context(|| format!("{}", path.display()))
     };
     let images = read(format!("{prefix}-images-idx3-ubyte.gz"), 3)?;
@@ -234,7 +234,7 @@ fn from_idx(
 pub fn read_stl10(images: &Path, labels: Option<&Path>, classes: Vec<String>, norm: Normalize) -> Result<Dataset> {
     const SIDE: usize = 96;
     const LEN: usize = 3 * SIDE * SIDE;
-    let bytes = std::fs::read(images).with_context(|| format!("reading {}", images.display()))?;
+    let bytes = crate::files::read(images)?;
     if bytes.is_empty() || bytes.len() % LEN != 0 {
         bail!("{}: {} bytes is not a whole number of {LEN}-byte STL-10 images", images.display(), bytes.len());
     }
@@ -253,7 +253,7 @@ pub fn read_stl10(images: &Path, labels: Option<&Path>, classes: Vec<String>, no
     let labels = match labels {
         None => None,
         Some(path) => {
-            let raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let raw = crate::files::read(path)?;
             if raw.len() != count || raw.iter().any(|&l| l == 0 || l as usize > classes.len()) {
                 bail!("{}: expected {count} labels in 1..={}", path.display(), classes.len());
             }
@@ -270,28 +270,45 @@ fn is_image(path: &Path) -> bool {
     path.extension().and_then(|e| e.to_str()).is_some_and(|e| EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
 }
 
-fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut entries = std::fs::read_dir(dir)
-        .with_context(|| format!("reading folder {}", dir.display()))?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<std::io::Result<Vec<_>>>()
-        .with_context(|| format!("reading folder {}", dir.display()))?;
-    entries.retain(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')));
+/// A folder's entries in sorted order, hidden ones left out, each with whether it is a folder
+/// (links followed). An image's name on something that is no file (a FIFO, a device, a broken
+/// link) is an error naming it: reading it would block or never end.
+fn sorted_entries(dir: &Path) -> Result<Vec<(PathBuf, bool)>> {
+    let reading = || format!("reading folder {}", dir.display());
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(reading)? {
+        let entry = entry.with_context(reading)?;
+        let path = entry.path();
+        if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
+            continue;
+        }
+        let mut t = entry.file_type().with_context(reading)?;
+        if t.is_symlink() {
+            t = std::fs::metadata(&path).with_context(|| format!("{}: a link to nothing readable", path.display()))?.file_type();
+        }
+        if !t.is_dir() && !t.is_file() {
+            if is_image(&path) {
+                bail!("{} is {}, not an image file", path.display(), crate::files::kind(t));
+            }
+            continue;
+        }
+        entries.push((path, t.is_dir()));
+    }
     entries.sort();
     Ok(entries)
 }
 
 /// `dir/<class>/*.jpg|png` (labeled, classes in sorted order) or `dir/*.jpg|png` (unlabeled).
 /// Images are decoded when used; see [`decode`].
-pub fn read_folder(dir: &Path) -> Result<Dataset> {
-    let entries = sorted_entries(dir)?;
-    let (dirs, files): (Vec<_>, Vec<_>) = entries.into_iter().partition(|p| p.is_dir());
-    let images: Vec<_> = files.iter().filter(|p| is_image(p)).cloned().collect();
+pub fn read_folder(dir: &Path, max_pixels: u64) -> Result<Dataset> {
+    let (dirs, files): (Vec<_>, Vec<_>) = sorted_entries(dir)?.into_iter().partition(|(_, is_dir)| *is_dir);
+    let dirs: Vec<PathBuf> = dirs.into_iter().map(|(p, _)| p).collect();
+    let images: Vec<PathBuf> = files.into_iter().map(|(p, _)| p).filter(|p| is_image(p)).collect();
     let norm = Normalize::new([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]);
     let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     match (dirs.is_empty(), images.is_empty()) {
         (true, true) => bail!("{}: no images (.jpg, .jpeg, .png) and no class folders", dir.display()),
-        (true, false) => return Ok(Dataset::new(name, Images::Files(images), None, vec![], norm)),
+        (true, false) => return Ok(Dataset::new(name, Images::Files { paths: images, max_pixels }, None, vec![], norm)),
         (false, false) => bail!(
             "{}: mixes images ({}) with folders ({}); use either root/<class>/image.jpg or a flat folder of images",
             dir.display(), images[0].display(), dirs[0].display()
@@ -301,11 +318,11 @@ pub fn read_folder(dir: &Path) -> Result<Dataset> {
     let (mut paths, mut labels, mut classes) = (Vec::new(), Vec::new(), Vec::new());
     for class_dir in dirs {
         let entries = sorted_entries(&class_dir)?;
-        if let Some(nested) = entries.iter().find(|p| p.is_dir()) {
+        if let Some((nested, _)) = entries.iter().find(|(_, is_dir)| *is_dir) {
             bail!("{}: class folders must hold images, not folders ({}); expected root/<class>/image.jpg",
                 class_dir.display(), nested.display());
         }
-        let found: Vec<_> = entries.into_iter().filter(|p| is_image(p)).collect();
+        let found: Vec<_> = entries.into_iter().map(|(p, _)| p).filter(|p| is_image(p)).collect();
         if found.is_empty() {
             bail!("{}: class folder without images (.jpg, .jpeg, .png)", class_dir.display());
         }
@@ -313,10 +330,11 @@ pub fn read_folder(dir: &Path) -> Result<Dataset> {
         paths.extend(found);
         classes.push(class_dir.file_name().unwrap().to_string_lossy().into_owned());
     }
-    Ok(Dataset::new(name, Images::Files(paths), Some(labels), classes, norm))
+    Ok(Dataset::new(name, Images::Files { paths, max_pixels }, Some(labels), classes, norm))
 }
 
-/// Decodes one image file; a truncated or corrupt file is an error naming it.
-pub fn decode(path: &Path) -> Result<Image> {
-    super::decode::with_file(path, |b| Image::from_bytes(b.data, b.width, b.height, b.channels))
+/// Decodes one image file of at most `max_pixels` pixels; a truncated, corrupt or too large
+/// file is an error naming it.
+pub fn decode(path: &Path, max_pixels: u64) -> Result<Image> {
+    super::decode::with_file(path, max_pixels, |b| Image::from_bytes(b.data, b.width, b.height, b.channels))
 }

@@ -14,7 +14,7 @@ pub use loader::{Batch, EvalBatch, Loader, crop_flip_batches, eval_batches};
 pub use views::{Bytes, Image, Normalize, Pixels, Views};
 
 use crate::config::DataConfig;
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -33,10 +33,12 @@ struct Inner {
 }
 
 /// Where the pixels are: decoded in memory (the binary formats) or files decoded on demand.
+#[derive(Clone)]
 pub(crate) enum Images {
     /// `count × height × width × channels` bytes, channels 1 or 3.
     Raw { pixels: Vec<u8>, height: usize, width: usize, channels: usize },
-    Files(Vec<PathBuf>),
+    /// Image files, each refused when larger than `max_pixels` (`data.max_pixels`).
+    Files { paths: Vec<PathBuf>, max_pixels: u64 },
 }
 
 impl Dataset {
@@ -57,7 +59,7 @@ impl Dataset {
     pub fn len(&self) -> usize {
         match &self.inner.images {
             Images::Raw { pixels, height, width, channels } => pixels.len() / (height * width * channels),
-            Images::Files(paths) => paths.len(),
+            Images::Files { paths, .. } => paths.len(),
         }
     }
 
@@ -85,7 +87,7 @@ impl Dataset {
     /// A name for image `i` in messages and embedding files: its path, or `name[i]`.
     pub fn id(&self, i: usize) -> String {
         match &self.inner.images {
-            Images::Files(paths) => paths[i].display().to_string(),
+            Images::Files { paths, .. } => paths[i].display().to_string(),
             Images::Raw { .. } => format!("{}[{i}]", self.inner.name),
         }
     }
@@ -97,7 +99,7 @@ impl Dataset {
                 let len = height * width * channels;
                 Ok(Image::from_bytes(&pixels[i * len..(i + 1) * len], *width, *height, *channels))
             }
-            Images::Files(paths) => datasets::decode(&paths[i]),
+            Images::Files { paths, max_pixels } => datasets::decode(&paths[i], *max_pixels),
         }
     }
 
@@ -110,7 +112,7 @@ impl Dataset {
                 let data = &pixels[i * len..(i + 1) * len];
                 Ok(f(Bytes { data, width: *width, height: *height, channels: *channels }))
             }
-            Images::Files(paths) => decode::with_file(&paths[i], f),
+            Images::Files { paths, max_pixels } => decode::with_file(&paths[i], *max_pixels, f),
         }
     }
 
@@ -127,7 +129,9 @@ impl Dataset {
                     channels: *channels,
                 }
             }
-            Images::Files(paths) => Images::Files(indices.iter().map(|&i| paths[i].clone()).collect()),
+            Images::Files { paths, max_pixels } => {
+                Images::Files { paths: indices.iter().map(|&i| paths[i].clone()).collect(), max_pixels: *max_pixels }
+            }
         };
         let labels = inner.labels.as_ref().map(|l| indices.iter().map(|&i| l[i]).collect());
         Dataset::new(inner.name.clone(), images, labels, inner.classes.clone(), inner.normalize)
@@ -139,11 +143,33 @@ impl Dataset {
             (Images::Raw { pixels: a, height, width, channels }, Images::Raw { pixels: b, .. }) => {
                 Images::Raw { pixels: [&a[..], &b[..]].concat(), height: *height, width: *width, channels: *channels }
             }
-            (Images::Files(a), Images::Files(b)) => Images::Files([&a[..], &b[..]].concat()),
+            (Images::Files { paths: a, max_pixels }, Images::Files { paths: b, .. }) => {
+                Images::Files { paths: [&a[..], &b[..]].concat(), max_pixels: *max_pixels }
+            }
             _ => unreachable!("datasets of one format are concatenated"),
         };
         let inner = &self.inner;
         Dataset::new(inner.name.clone(), images, None, inner.classes.clone(), inner.normalize)
+    }
+
+    /// These images labeled by `classes` (another split's class list), so that a class has
+    /// the same label in both splits; a class that `classes` lacks is an error naming it.
+    pub fn relabeled(&self, classes: &[String]) -> Result<Dataset> {
+        let inner = &self.inner;
+        if inner.classes == classes {
+            return Ok(self.clone());
+        }
+        let unknown: Vec<&str> = inner.classes.iter().filter(|c| !classes.contains(c)).map(String::as_str).collect();
+        if !unknown.is_empty() {
+            bail!(
+                "{} holds classes that the train split does not ({}): a classifier of the train split's {} \
+                 classes cannot name them; give both splits the same class folders",
+                inner.name, unknown.join(", "), classes.len()
+            );
+        }
+        let to: Vec<u32> = inner.classes.iter().map(|c| classes.iter().position(|k| k == c).unwrap() as u32).collect();
+        let labels = inner.labels.as_ref().map(|l| l.iter().map(|&y| to[y as usize]).collect());
+        Ok(Dataset::new(inner.name.clone(), inner.images.clone(), labels, classes.to_vec(), inner.normalize))
     }
 
     /// `n` images spread evenly over the dataset (all when `n` is larger), so that a limit on
@@ -179,7 +205,10 @@ pub fn open_monitor(config: &DataConfig) -> Result<Option<Monitor>> {
         return Ok(None);
     }
     let test = match open(config, Split::Test) {
-        Ok(test) if test.labels().is_some() => test,
+        Ok(test) if test.labels().is_some() => {
+            let root = config.root.as_ref().map(|r| r.display().to_string()).unwrap_or_else(|| config.dataset.clone());
+            test.relabeled(train.classes()).with_context(|| format!("the test split of {root}"))?
+        }
         Ok(_) => return Ok(None),
         Err(e) => return Err(e.context("opening the kNN monitor's test split")),
     };

@@ -126,7 +126,7 @@ impl Job {
             return Checkpoint::read(path);
         }
         let mut bytes = match self.writes() {
-            true => std::fs::read(path).with_context(|| format!("reading checkpoint {}", path.display()))?,
+            true => crate::files::read(path).with_context(|| format!("reading checkpoint {}", path.display()))?,
             false => vec![],
         };
         self.comm.broadcast(&mut bytes, 0);

@@ -49,16 +49,6 @@ impl ModelConfig {
         {
             bail!("model.predictor = {p:?} must end at the projector's width {d} (model.projector = {:?})", self.projector);
         }
-        if let Some(t) = self.temperature
-            && (t.is_nan() || t <= 0.0)
-        {
-            bail!("model.temperature must be positive, got {t}");
-        }
-        if let Some(tau) = self.ema
-            && !tau.iter().all(|t| (0.0..=1.0).contains(t))
-        {
-            bail!("model.ema = {tau:?}: τ must lie in [0, 1]");
-        }
         Ok(())
     }
 }

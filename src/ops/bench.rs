@@ -1,6 +1,8 @@
 //! `barlow bench ops`: where a training step's time goes, operation by operation — burn's CPU
 //! ops against ours on the exact layer shapes of the step (PyTorch: `scripts/torch_ops.py`).
 
+use crate::config::range::COUNT;
+use crate::config::valid::{BATCH, LAYER, SIZE, WIDTH};
 use super::Kernels;
 use super::conv::ConvShape;
 use crate::bench::process_cpu_seconds;
@@ -19,18 +21,18 @@ pub struct OpsArgs {
     pub implementation: Vec<String>,
     #[arg(long, default_value = "resnet18")]
     pub arch: Arch,
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = WIDTH.parser::<usize>())]
     pub width: usize,
     /// Images per view (N).
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = BATCH.parser::<usize>())]
     pub batch: usize,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = SIZE.parser::<usize>())]
     pub size: usize,
     /// Widths of the projector's BatchNorm layers (all but the last projector width).
-    #[arg(long, value_delimiter = '-', default_value = "2048-2048")]
+    #[arg(long, value_delimiter = '-', default_value = "2048-2048", value_parser = LAYER.parser::<usize>())]
     pub projector_bn: Vec<usize>,
     /// Timed repetitions of each operation (the fastest counts).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = COUNT.parser::<usize>())]
     pub reps: usize,
     /// Print the layer list as JSON (the input of scripts/torch_ops.py) instead of timing.
     #[arg(long)]

@@ -40,9 +40,7 @@ pub fn train(config: &Config, out: &Path, resume: bool) -> Result<Summary> {
 /// [`train`] as one worker of a data-parallel `job` (rank 0 writes the files and prints).
 pub fn train_in(job: &Job, config: &Config, out: &Path, resume: bool) -> Result<Summary> {
     let writes = job.writes();
-    if writes {
-        std::fs::create_dir_all(out).with_context(|| format!("creating run directory {}", out.display()))?;
-    }
+    let _lock = if writes { Some(super::RunLock::acquire(out)?) } else { None };
     let ckpt_path = checkpoint_path(out);
     let device = backend::device(&job.backend(&config.train.backend))?.autodiff();
     device.seed(config.train.seed);
@@ -76,7 +74,7 @@ pub fn train_in(job: &Job, config: &Config, out: &Path, resume: bool) -> Result<
         }
         if saved.optim != config.optim && writes {
             eprintln!("note: resuming with changed optimiser settings: {:?}", config.optim);
-            std::fs::write(out.join("config.toml"), config.to_toml())?;
+            checkpoint::write_atomically(&out.join("config.toml"), config.to_toml().as_bytes())?;
         }
         state = ckpt.state.clone();
         (model, optim) = ckpt.apply(model, optim)?;
@@ -84,7 +82,7 @@ pub fn train_in(job: &Job, config: &Config, out: &Path, resume: bool) -> Result<
             eprintln!("resuming {} at epoch {} (step {})", out.display(), state.epoch, state.step);
         }
     } else if writes {
-        std::fs::write(out.join("config.toml"), config.to_toml())?;
+        checkpoint::write_atomically(&out.join("config.toml"), config.to_toml().as_bytes())?;
     }
     // Every worker starts from rank 0's weights (fresh or resumed).
     model = job.share_model(model)?;
@@ -161,10 +159,11 @@ pub fn train_in(job: &Job, config: &Config, out: &Path, resume: bool) -> Result<
                 for ((step, lr_factor), stats) in stats {
                     if !stats.loss.is_finite() {
                         bar.abandon();
+                        let kept = resume || state.epoch > first_epoch;
                         bail!(
                             "the loss became {} at epoch {epoch}, step {step} (lr factor {lr_factor:.4}); training \
-                             stopped. The last good checkpoint is {} — lower the learning rate and resume.",
-                            stats.loss, ckpt_path.display()
+                             stopped. {}",
+                            stats.loss, diverged_advice(out, kept.then_some(state.epoch))
                         );
                     }
                     last = stats.clone();
@@ -206,6 +205,7 @@ pub fn train_in(job: &Job, config: &Config, out: &Path, resume: bool) -> Result<
                 state.epoch, config.optim.epochs, (steps_per_epoch * batch) as f64 / seconds
             );
             checkpoint::save(&ckpt_path, &state, &model, &optim)?;
+            super::previous::discard(out)?;
             // Pictures are for people: failing to draw them must not stop training.
             let drawn = plots::curves(out, config.model.method).and_then(|_| match &sample {
                 Some(b) => plots::correlation(out, &model, b, state.epoch).map(|_| ()),
@@ -222,6 +222,23 @@ pub fn train_in(job: &Job, config: &Config, out: &Path, resume: bool) -> Result<
         eprintln!("{costs}");
     }
     Ok(Summary { epochs: state.epoch, steps: state.step, last_loss: last.loss, knn, saved: state.epoch > first_epoch })
+}
+
+/// What to do after a divergence: resume from this run's checkpoint of `epoch` with a lower
+/// learning rate, or, when this run wrote none, start again with one.
+fn diverged_advice(out: &Path, epoch: Option<usize>) -> String {
+    let (dir, path) = (out.display(), checkpoint_path(out));
+    match epoch {
+        Some(epoch) => format!(
+            "The last good checkpoint is {} (epoch {epoch}): continue from it with a lower learning rate, \
+             `barlow train --resume --out {dir} --set optim.lr_weights=...`",
+            path.display()
+        ),
+        None => format!(
+            "This run wrote no checkpoint (it diverged within its first epoch): start it again with a lower \
+             learning rate, `barlow train --overwrite --out {dir} --set optim.lr_weights=...`, with the same --config"
+        ),
+    }
 }
 
 /// Writes a record when this worker keeps the log (rank 0).

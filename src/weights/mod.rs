@@ -2,6 +2,7 @@
 
 pub mod pickle;
 
+use crate::config::valid::WIDTH;
 use crate::config::{Config, InitWeights};
 use crate::methods::Model;
 use crate::model::{Arch, Stem};
@@ -32,7 +33,7 @@ pub struct WeightsArgs {
     #[arg(long, requires = "weights", value_parser = ["imagenet", "cifar"])]
     pub stem: Option<String>,
     /// The file's first-stage channels [default: 64, torchvision's].
-    #[arg(long, requires = "weights")]
+    #[arg(long, requires = "weights", value_parser = WIDTH.parser::<usize>())]
     pub width: Option<usize>,
     /// With --weights: the dataset and evaluation settings, a preset or TOML file [default: quick,
     /// the embedded Fashion-MNIST sample]. -k uses the run's own.

@@ -9,18 +9,24 @@
 
 use anyhow::{Context, Result, bail};
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 /// Largest pickle read into memory from a ZIP checkpoint (burn's reader has the same limit).
 const MAX_PICKLE: u64 = 100 << 20;
+/// What the walk holds at most: values on the stacks, nested MARKs, memo entries. A checkpoint
+/// of thousands of tensors needs a few thousand of each; these bound the walk to ~200 MB.
+const MAX_VALUES: usize = 1 << 20;
+const MAX_MARKS: usize = 1 << 16;
+const MAX_MEMO: usize = 1 << 22;
 
 /// Checks every pickle of the PyTorch file at `path` (ZIP, legacy, TAR or plain pickle).
 pub fn check(path: &Path) -> Result<()> {
-    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let file = crate::files::open(path)?;
     let mut head = Vec::new();
     file.take(262).read_to_end(&mut head)?;
-    let open = || std::fs::File::open(path).with_context(|| format!("opening {}", path.display()));
+    let open = || crate::files::open(path);
     let refuse = |e: anyhow::Error| e.context(format!("{}: refused", path.display()));
     // The legacy format's magic number: a LONG1 from pickle protocol 2 on, decimal text before.
     let window = &head[..head.len().min(64)];
@@ -91,7 +97,7 @@ fn allowed(module: &str, name: &str) -> bool {
 /// What the walk knows of a stack value: only strings matter (`STACK_GLOBAL` reads two).
 #[derive(Clone, Debug, PartialEq)]
 enum Value {
-    Str(String),
+    Str(Rc<str>),
     Other,
 }
 
@@ -101,11 +107,40 @@ struct Machine {
     stack: Vec<Value>,
     marks: Vec<Vec<Value>>,
     memo: HashMap<u64, Value>,
+    /// Values on `stack` and under every mark.
+    held: usize,
 }
 
 impl Machine {
+    fn push(&mut self, v: Value) {
+        self.stack.push(v);
+        self.held += 1;
+    }
+
     fn pop(&mut self) -> Result<Value> {
-        self.stack.pop().context("stack underflow: not a valid pickle")
+        let v = self.stack.pop().context("stack underflow: not a valid pickle")?;
+        self.held -= 1;
+        Ok(v)
+    }
+
+    fn mark(&mut self) {
+        self.marks.push(std::mem::take(&mut self.stack));
+    }
+
+    fn memoize(&mut self, key: u64, v: Value) {
+        self.memo.insert(key, v);
+    }
+
+    /// An error once the walk holds more than a weights file's pickle could need.
+    fn within_limits(&self) -> Result<()> {
+        if self.held > MAX_VALUES || self.marks.len() > MAX_MARKS || self.memo.len() > MAX_MEMO {
+            bail!(
+                "it builds more than a weights file needs ({} values, {} nested MARKs, {} memo entries; at most \
+                 {MAX_VALUES}, {MAX_MARKS}, {MAX_MEMO}): a pickle made to exhaust memory",
+                self.held, self.marks.len(), self.memo.len()
+            );
+        }
+        Ok(())
     }
 
     fn pop_n(&mut self, n: usize) -> Result<()> {
@@ -116,7 +151,9 @@ impl Machine {
     }
 
     fn pop_mark(&mut self) -> Result<()> {
-        self.stack = self.marks.pop().context("MARK missing: not a valid pickle")?;
+        let below = self.marks.pop().context("MARK missing: not a valid pickle")?;
+        self.held -= self.stack.len();
+        self.stack = below;
         Ok(())
     }
 
@@ -130,20 +167,24 @@ impl Machine {
 fn scan(r: &mut impl BufRead) -> Result<()> {
     let mut m = Machine::default();
     loop {
+        m.within_limits()?;
         let op = read_n(r, 1).context("the pickle ends before its STOP: not a valid pickle")?[0];
         match op {
             b'.' => return Ok(()),
-            b'(' => m.marks.push(std::mem::take(&mut m.stack)),
+            b'(' => m.mark(),
             b'0' => drop(m.pop()?),
             b'1' => m.pop_mark()?,
-            b'2' => m.stack.push(m.top()?),
+            b'2' => {
+                let top = m.top()?;
+                m.push(top);
+            }
             // Numbers, None, booleans, bytes: values that are not strings.
             b'F' | b'I' | b'L' => skip_line(r, &mut m)?,
             b'J' => skip_push(r, 4, &mut m)?,
             b'K' => skip_push(r, 1, &mut m)?,
             b'M' => skip_push(r, 2, &mut m)?,
             b'G' => skip_push(r, 8, &mut m)?,
-            b'N' | 0x88 | 0x89 | b')' | b'}' | b']' | 0x8f => m.stack.push(Value::Other),
+            b'N' | 0x88 | 0x89 | b')' | b'}' | b']' | 0x8f => m.push(Value::Other),
             0x8a => counted(r, 1, &mut m, false)?,
             0x8b => counted(r, 4, &mut m, false)?,
             b'C' => counted(r, 1, &mut m, false)?,
@@ -152,7 +193,7 @@ fn scan(r: &mut impl BufRead) -> Result<()> {
             // Strings (Python 3 decodes the old byte-string opcodes to `str` too).
             b'S' | b'V' => {
                 let line = read_line(r)?;
-                m.stack.push(Value::Str(line.trim_matches(|c| c == '\'' || c == '"').to_string()));
+                m.push(Value::Str(line.trim_matches(|c| c == '\'' || c == '"').into()));
             }
             b'U' | 0x8c => counted(r, 1, &mut m, true)?,
             b'T' | b'X' => counted(r, 4, &mut m, true)?,
@@ -161,27 +202,27 @@ fn scan(r: &mut impl BufRead) -> Result<()> {
             b'P' => skip_line(r, &mut m)?,
             b'Q' => {
                 m.pop()?;
-                m.stack.push(Value::Other);
+                m.push(Value::Other);
             }
             // Calls and containers: what they pop, then one result.
             b'R' | 0x81 => {
                 m.pop_n(2)?;
-                m.stack.push(Value::Other);
+                m.push(Value::Other);
             }
             0x92 => {
                 m.pop_n(3)?;
-                m.stack.push(Value::Other);
+                m.push(Value::Other);
             }
             b'b' | b'a' => drop(m.pop()?),
             b's' => m.pop_n(2)?,
             b'e' | b'u' | 0x90 => m.pop_mark()?,
             b'd' | b'l' | b't' | 0x91 | b'o' => {
                 m.pop_mark()?;
-                m.stack.push(Value::Other);
+                m.push(Value::Other);
             }
             0x85..=0x87 => {
                 m.pop_n((op - 0x84) as usize)?;
-                m.stack.push(Value::Other);
+                m.push(Value::Other);
             }
             // Memo.
             b'g' => {
@@ -192,15 +233,22 @@ fn scan(r: &mut impl BufRead) -> Result<()> {
             b'j' => get(&mut m, le(&read_n(r, 4)?))?,
             b'p' => {
                 let key = read_line(r)?.parse().context("PUT with a bad memo key: not a valid pickle")?;
-                m.memo.insert(key, m.top()?);
+                let top = m.top()?;
+                m.memoize(key, top);
             }
-            b'q' => drop(m.memo.insert(le(&read_n(r, 1)?), m.top()?)),
-            b'r' => drop(m.memo.insert(le(&read_n(r, 4)?), m.top()?)),
-            0x94 => drop(m.memo.insert(m.memo.len() as u64, m.top()?)),
+            b'q' | b'r' => {
+                let key = le(&read_n(r, if op == b'q' { 1 } else { 4 })?);
+                let top = m.top()?;
+                m.memoize(key, top);
+            }
+            0x94 => {
+                let top = m.top()?;
+                m.memoize(m.memo.len() as u64, top);
+            }
             // Framing, protocol and out-of-band buffers carry no code.
             0x80 => drop(read_n(r, 1)?),
             0x95 => drop(read_n(r, 8)?),
-            0x97 => m.stack.push(Value::Other),
+            0x97 => m.push(Value::Other),
             0x98 => {}
             // Globals: the only way a pickle reaches code.
             b'c' | b'i' => {
@@ -209,7 +257,7 @@ fn scan(r: &mut impl BufRead) -> Result<()> {
                 if op == b'i' {
                     m.pop_mark()?;
                 }
-                m.stack.push(Value::Other);
+                m.push(Value::Other);
             }
             0x93 => {
                 let (name, module) = (m.pop()?, m.pop()?);
@@ -217,7 +265,7 @@ fn scan(r: &mut impl BufRead) -> Result<()> {
                     (Value::Str(module), Value::Str(name)) => check_global(&module, &name)?,
                     _ => bail!("it names a global (STACK_GLOBAL) through values that are not plain strings"),
                 }
-                m.stack.push(Value::Other);
+                m.push(Value::Other);
             }
             0x82..=0x84 => bail!("it calls objects through the copyreg extension registry (EXT opcodes)"),
             other => bail!("byte 0x{other:02x} is not a pickle opcode: not a valid pickle"),
@@ -238,7 +286,7 @@ fn check_global(module: &str, name: &str) -> Result<()> {
 
 fn get(m: &mut Machine, key: u64) -> Result<()> {
     let value = m.memo.get(&key).cloned().with_context(|| format!("memo key {key} missing: not a valid pickle"))?;
-    m.stack.push(value);
+    m.push(value);
     Ok(())
 }
 
@@ -263,13 +311,13 @@ fn read_line(r: &mut impl BufRead) -> Result<String> {
 
 fn skip_line(r: &mut impl BufRead, m: &mut Machine) -> Result<()> {
     read_line(r)?;
-    m.stack.push(Value::Other);
+    m.push(Value::Other);
     Ok(())
 }
 
 fn skip_push(r: &mut impl BufRead, n: usize, m: &mut Machine) -> Result<()> {
     read_n(r, n)?;
-    m.stack.push(Value::Other);
+    m.push(Value::Other);
     Ok(())
 }
 
@@ -278,13 +326,13 @@ fn counted(r: &mut impl BufRead, width: usize, m: &mut Machine, string: bool) ->
     let len = le(&read_n(r, width)?);
     if string && len <= 256 {
         let bytes = read_n(r, len as usize)?;
-        m.stack.push(Value::Str(String::from_utf8_lossy(&bytes).into_owned()));
+        m.push(Value::Str(String::from_utf8_lossy(&bytes).into()));
     } else {
         let skipped = std::io::copy(&mut (&mut *r).take(len), &mut std::io::sink())?;
         if skipped != len {
             bail!("the pickle ends inside a {len}-byte value: not a valid pickle");
         }
-        m.stack.push(Value::Other);
+        m.push(Value::Other);
     }
     Ok(())
 }
@@ -323,6 +371,26 @@ mod tests {
         // A dotted name walks attributes under protocol 4.
         let dotted = b"\x80\x04\x8c\x05torch\x8c\x18UntypedStorage.from_file\x93.";
         assert!(check_bytes(dotted).is_err());
+    }
+
+    #[test]
+    fn pickles_made_to_exhaust_memory_are_refused() {
+        let pickle = |head: &[u8], op: &[u8], n: usize| {
+            let mut p = head.to_vec();
+            (0..n).for_each(|_| p.extend_from_slice(op));
+            p.push(b'.');
+            p
+        };
+        let mut string = b"\x80\x02X\x00\x01\x00\x00".to_vec();
+        string.extend([b'a'; 256]);
+        for bomb in [pickle(&string, b"2", 2_000_000), pickle(b"\x80\x02", b"(", 1_000_000), pickle(b"\x80\x02N", b"\x94", 5_000_000)] {
+            let err = format!("{:#}", check_bytes(&bomb).unwrap_err());
+            assert!(err.contains("exhaust memory"), "{err}");
+        }
+        // The same opcodes in the numbers a checkpoint uses: a valid walk to the STOP.
+        let mut fine = pickle(&string, b"20", 100_000);
+        fine.splice(fine.len() - 1.., *b"0.");
+        assert!(check_bytes(&fine).is_ok());
     }
 
     #[test]

@@ -1,0 +1,220 @@
+//! What makes a config valid: every numeric setting in its range, and the settings that must agree.
+
+use super::Config;
+use super::range::{COUNT, NON_NEGATIVE, POSITIVE, Range};
+use anyhow::{Result, bail};
+
+/// `data.size`: crops from 8 px (the stem's strides need some) to 4096 px.
+pub const SIZE: Range = Range::closed(8.0, 4096.0);
+/// `data.workers`: 0 (all cores) to 1024 threads.
+pub const WORKERS: Range = Range::closed(0.0, 1024.0);
+/// `data.max_pixels`: a decoded image of 2^32 RGB pixels is 12 GiB.
+pub const MAX_PIXELS: Range = Range::closed(1.0, 4294967296.0);
+/// `model.width`: a ResNet's first-stage channels.
+pub const WIDTH: Range = Range::closed(1.0, 1024.0);
+/// Each layer of `model.projector` and `model.predictor`: a D×D weight and C stay below 4 GiB.
+pub const LAYER: Range = Range::closed(1.0, 32768.0);
+/// `optim.batch_size`: the loss standardises over the batch, so at least 2.
+pub const BATCH: Range = Range::closed(2.0, 1048576.0);
+pub const EPOCHS: Range = Range::closed(1.0, 1e6);
+/// `optim.warmup_epochs`: more than `optim.epochs` is a run that ends within its warm-up.
+pub const WARMUP: Range = Range::closed(0.0, 1e6);
+/// `model.queue`: keys MoCo keeps, at most 2^24.
+pub const QUEUE: Range = Range::closed(1.0, 16777216.0);
+/// `model.ema`: τ of a momentum network.
+pub const TAU: Range = Range::closed(0.0, 1.0);
+/// `optim.momentum`: 1 or more never forgets a gradient.
+pub const MOMENTUM: Range = Range::half_open(0.0, 1.0);
+
+impl Config {
+    pub(super) fn validate(&self) -> Result<()> {
+        self.check_ranges()?;
+        let (o, m) = (&self.optim, &self.model);
+        if let Some(k) = m.queue
+            && k % o.batch_size != 0
+        {
+            bail!(
+                "model.queue = {k} is not a multiple of optim.batch_size = {}: MoCo replaces a whole batch of keys at \
+                 a time (make the queue a multiple of every batch size you train with)",
+                o.batch_size
+            );
+        }
+        if o.fix_predictor_lr && m.predictor.is_none() {
+            bail!("optim.fix_predictor_lr is set, but model.method = \"{}\" has no predictor", m.method);
+        }
+        Ok(())
+    }
+
+    /// Each numeric key against its range (see [`Config::numeric_keys`] for the full list).
+    fn check_ranges(&self) -> Result<()> {
+        let (d, m, o, t) = (&self.data, &self.model, &self.optim, &self.train);
+        SIZE.check("data.size", d.size)?;
+        WORKERS.check("data.workers", d.workers)?;
+        MAX_PIXELS.check("data.max_pixels", d.max_pixels)?;
+        if let Some(n) = d.limit {
+            COUNT.check("data.limit", n)?;
+        }
+        WIDTH.check("model.width", m.width)?;
+        layers("model.projector", &m.projector)?;
+        if let Some(p) = &m.predictor {
+            layers("model.predictor", p)?;
+        }
+        for (key, v) in [("lambda", m.lambda), ("invariance", m.invariance), ("variance", m.variance),
+            ("covariance", m.covariance)]
+        {
+            if let Some(v) = v {
+                NON_NEGATIVE.check(&format!("model.{key}"), v)?;
+            }
+        }
+        if let Some(v) = m.temperature {
+            POSITIVE.check("model.temperature", v)?;
+        }
+        if let Some(k) = m.queue {
+            QUEUE.check("model.queue", k)?;
+        }
+        for tau in m.ema.iter().flatten() {
+            TAU.check("model.ema", *tau)?;
+        }
+        BATCH.check("optim.batch_size", o.batch_size)?;
+        EPOCHS.check("optim.epochs", o.epochs)?;
+        WARMUP.check("optim.warmup_epochs", o.warmup_epochs)?;
+        POSITIVE.check("optim.lr_weights", o.lr_weights)?;
+        if let Some(v) = o.lr_biases {
+            NON_NEGATIVE.check("optim.lr_biases", v)?;
+        }
+        NON_NEGATIVE.check("optim.weight_decay", o.weight_decay)?;
+        MOMENTUM.check("optim.momentum", o.momentum)?;
+        POSITIVE.check("optim.eta", o.eta)?;
+        COUNT.check("train.knn_k", t.knn_k)?;
+        POSITIVE.check("train.knn_t", t.knn_t)?;
+        if let Some(n) = t.knn_limit {
+            COUNT.check("train.knn_limit", n)?;
+        }
+        if let Some(n) = t.max_steps {
+            COUNT.check("train.max_steps", n)?;
+        }
+        COUNT.check("train.log_every", t.log_every)?;
+        Ok(())
+    }
+
+    /// Every numeric key a config may hold, each with the range it is checked against (`None`:
+    /// any value of its type, as `train.seed`).
+    pub fn numeric_keys() -> Vec<(&'static str, Option<Range>)> {
+        vec![
+            ("data.size", Some(SIZE)), ("data.workers", Some(WORKERS)), ("data.max_pixels", Some(MAX_PIXELS)),
+            ("data.limit", Some(COUNT)),
+            ("model.width", Some(WIDTH)), ("model.projector", Some(LAYER)), ("model.predictor", Some(LAYER)),
+            ("model.lambda", Some(NON_NEGATIVE)), ("model.temperature", Some(POSITIVE)),
+            ("model.queue", Some(QUEUE)), ("model.ema", Some(TAU)), ("model.invariance", Some(NON_NEGATIVE)),
+            ("model.variance", Some(NON_NEGATIVE)), ("model.covariance", Some(NON_NEGATIVE)),
+            ("optim.batch_size", Some(BATCH)), ("optim.epochs", Some(EPOCHS)),
+            // At most optim.epochs: checked against it.
+            ("optim.warmup_epochs", None),
+            ("optim.lr_weights", Some(POSITIVE)), ("optim.lr_biases", Some(NON_NEGATIVE)),
+            ("optim.weight_decay", Some(NON_NEGATIVE)), ("optim.momentum", Some(MOMENTUM)),
+            ("optim.eta", Some(POSITIVE)), ("train.seed", None), ("train.knn_every", None),
+            ("train.knn_k", Some(COUNT)), ("train.knn_t", Some(POSITIVE)), ("train.knn_limit", Some(COUNT)),
+            ("train.max_steps", Some(COUNT)), ("train.log_every", Some(COUNT)), ("train.dist_timeout", None),
+        ]
+    }
+}
+
+fn layers(key: &str, widths: &[usize]) -> Result<()> {
+    if widths.is_empty() {
+        bail!("{key} = [] needs at least one layer");
+    }
+    for (i, &w) in widths.iter().enumerate() {
+        LAYER.check(&format!("{key}[{i}] (of {widths:?})"), w)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    /// (preset, key, values it takes, values it refuses): every key of [`Config::numeric_keys`].
+    /// `{d}` stands for the preset's projector width, which a predictor must end at.
+    const TABLE: &[(&str, &str, &[&str], &[&str])] = &[
+        ("quick", "data.size", &["8", "4096"], &["7", "4097", "100000"]),
+        ("quick", "data.workers", &["0", "1024"], &["1025", "1000000000"]),
+        ("quick", "data.max_pixels", &["1", "4294967296"], &["0", "4294967297"]),
+        ("quick", "data.limit", &["1", "100"], &["0"]),
+        ("quick", "model.width", &["1", "8"], &["0", "1025"]),
+        ("quick", "model.projector", &["[64, 32]", "[8]"], &["[0]", "[128, 0, 128]", "[40000]", "[]"]),
+        ("quick", "model.lambda", &["0.0", "0.0051"], &["-0.1", "nan", "inf"]),
+        ("quick", "optim.batch_size", &["2", "4096"], &["0", "1", "2000000"]),
+        ("quick", "optim.epochs", &["1", "1000"], &["0", "2000000"]),
+        ("quick", "optim.warmup_epochs", &["0", "10"], &["2000000"]),
+        ("quick", "optim.lr_weights", &["0.2", "1e-9"], &["0", "-0.1", "nan", "inf"]),
+        ("quick", "optim.lr_biases", &["0", "0.0048"], &["-1", "nan"]),
+        ("quick", "optim.weight_decay", &["0", "1.5e-6"], &["-1e-6", "nan", "inf"]),
+        ("quick", "optim.momentum", &["0", "0.99"], &["1", "1.5", "-0.1", "nan"]),
+        ("quick", "optim.eta", &["0.02", "1"], &["0", "-1", "nan"]),
+        ("quick", "train.seed", &["0", "9223372036854775807"], &[]),
+        ("quick", "train.knn_every", &["0", "5"], &[]),
+        ("quick", "train.knn_k", &["1", "200"], &["0"]),
+        ("quick", "train.knn_t", &["0.07", "1"], &["0", "-1", "nan", "inf"]),
+        ("quick", "train.knn_limit", &["1", "1000"], &["0"]),
+        ("quick", "train.max_steps", &["1", "7"], &["0"]),
+        ("quick", "train.log_every", &["1", "100"], &["0"]),
+        ("quick", "train.dist_timeout", &["0", "86400"], &[]),
+        ("moco-cifar10", "model.temperature", &["0.2", "1e-3"], &["0", "-1", "nan"]),
+        ("moco-cifar10", "model.queue", &["256", "65536"], &["0", "33554432"]),
+        ("moco-cifar10", "model.ema", &["[0.99, 1.0]", "[0.0, 0.0]"], &["[1.5, 1.0]", "[0.99, -0.1]", "[nan, 1.0]"]),
+        ("byol-cifar10", "model.predictor", &["[4096, {d}]", "[{d}]"], &["[0, {d}]", "[40000, {d}]"]),
+        ("vicreg-cifar10", "model.invariance", &["0", "25"], &["-1", "nan"]),
+        ("vicreg-cifar10", "model.variance", &["0", "25"], &["-25"]),
+        ("vicreg-cifar10", "model.covariance", &["0", "1"], &["-1", "inf"]),
+    ];
+
+    fn load(preset: &str, key: &str, value: &str) -> Result<Config> {
+        let d = Config::load(preset, &[]).unwrap().model.projector.last().copied().unwrap();
+        Config::load(preset, &[format!("{key}={}", value.replace("{d}", &d.to_string()))])
+    }
+
+    #[test]
+    fn every_numeric_key_takes_its_range_and_refuses_the_rest_by_name() {
+        for &(preset, key, good, bad) in TABLE {
+            for v in good {
+                load(preset, key, v).unwrap_or_else(|e| panic!("{preset}: {key} = {v} refused: {e:#}"));
+            }
+            for v in bad {
+                let err = format!("{:#}", load(preset, key, v).expect_err(&format!("{preset}: {key} = {v} taken")));
+                assert!(err.contains(key), "{key} = {v}: the error does not name the key: {err}");
+                let range = Config::numeric_keys().into_iter().find(|(k, _)| k == &key).unwrap().1;
+                if let Some(range) = range.filter(|_| !v.starts_with('[') && *v != "[]") {
+                    assert!(err.contains(&range.to_string()), "{key} = {v}: the error does not give {range}: {err}");
+                }
+            }
+        }
+    }
+
+    /// The numeric leaves of a config's TOML, as `section.key`.
+    fn numeric_leaves(config: &Config, out: &mut BTreeSet<String>) {
+        let table: toml::Table = toml::from_str(&config.to_toml()).unwrap();
+        for (section, keys) in &table {
+            for (key, value) in keys.as_table().unwrap() {
+                let number = |v: &toml::Value| v.is_integer() || v.is_float();
+                if number(value) || value.as_array().is_some_and(|a| a.iter().all(number)) {
+                    out.insert(format!("{section}.{key}"));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_table_covers_every_numeric_key_a_config_can_hold() {
+        let mut found = BTreeSet::new();
+        let full = ["data.limit=10", "train.knn_limit=10", "train.max_steps=5", "optim.lr_biases=0.1"];
+        for preset in ["quick", "moco-cifar10", "byol-cifar10", "vicreg-cifar10", "simclr-cifar10"] {
+            let overrides: Vec<String> = full.iter().map(|s| s.to_string()).collect();
+            numeric_leaves(&Config::load(preset, &overrides).unwrap(), &mut found);
+        }
+        let listed: BTreeSet<String> = Config::numeric_keys().into_iter().map(|(k, _)| k.to_string()).collect();
+        let tested: BTreeSet<String> = TABLE.iter().map(|r| r.1.to_string()).collect();
+        assert_eq!(found, listed, "Config::numeric_keys() differs from the keys a config holds");
+        assert_eq!(tested, listed, "the test table differs from Config::numeric_keys()");
+    }
+}
