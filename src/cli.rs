@@ -200,22 +200,9 @@ fn train(mut args: TrainArgs) -> Result<()> {
     if let Some(epochs) = args.epochs {
         args.config.overrides.set.push(format!("optim.epochs={epochs}"));
     }
-    // A resumed run continues with its own saved config.
-    let fallback = match args.resume {
-        true => args.out.join("config.toml").display().to_string(),
-        false => "quick".into(),
-    };
-    let mut config = args.config.load(&fallback)?;
-    if let Some(file) = &args.init {
-        config.model.init = Some(crate::weights::record_init(file)?);
-    }
     // One process, or one worker of an `mpirun`/`srun` job; a failure on any worker ends them all.
     let comm = crate::dist::world()?;
-    // Rank 0 writes the run: it holds the directory from the checks below to the end.
-    let _lock = match comm.rank() {
-        0 => Some(crate::train::RunLock::acquire(&args.out)?),
-        _ => None,
-    };
+    let (config, _lock) = hold_and_configure(&args, &comm)?;
     let existing = crate::train::checkpoint_path(&args.out);
     if !args.resume && !args.overwrite && existing.exists() {
         anyhow::bail!(
@@ -258,6 +245,36 @@ fn train(mut args: TrainArgs) -> Result<()> {
         summary.knn.map(|a| format!(", kNN top-1 {:.2}%", a.top1)).unwrap_or_default(),
     );
     Ok(())
+}
+
+/// The run's config, with its directory held by rank 0 until the guard drops: a resumed run from
+/// before its config is read (a run still starting is never resumed under itself), a fresh one
+/// once its config is known to be valid (nothing is written for a config that is not).
+fn hold_and_configure(args: &TrainArgs, comm: &crate::dist::Comm) -> Result<(Config, Option<crate::train::RunLock>)> {
+    let nothing_to_resume =
+        || anyhow::anyhow!("{} holds no run to resume (no config.toml); start one without --resume", args.out.display());
+    if args.resume && !args.out.is_dir() {
+        return Err(nothing_to_resume());
+    }
+    let hold = || match comm.rank() {
+        0 => crate::train::RunLock::acquire(&args.out).map(Some),
+        _ => Ok(None),
+    };
+    let resumed = if args.resume { hold()? } else { None };
+    if args.resume && !args.out.join("config.toml").exists() {
+        return Err(nothing_to_resume());
+    }
+    // A resumed run continues with its own saved config.
+    let fallback = match args.resume {
+        true => args.out.join("config.toml").display().to_string(),
+        false => "quick".into(),
+    };
+    let mut config = args.config.load(&fallback)?;
+    if let Some(file) = &args.init {
+        config.model.init = Some(crate::weights::record_init(file)?);
+    }
+    let lock = if args.resume { resumed } else { hold()? };
+    Ok((config, lock))
 }
 
 fn preview(args: PreviewArgs) -> Result<()> {

@@ -122,7 +122,8 @@ pub fn knn(args: &CheckpointArgs, k: Option<usize>, t: Option<f64>) -> Result<Ac
 pub struct LinearArgs {
     #[command(flatten)]
     pub checkpoint: CheckpointArgs,
-    #[arg(long, default_value_t = 100, value_parser = COUNT.parser::<usize>())]
+    /// Epochs of training the classifier (0: its random initial weights, a baseline).
+    #[arg(long, default_value_t = 100, value_parser = NON_NEGATIVE.parser::<usize>())]
     pub epochs: usize,
     #[arg(long, default_value_t = 256, value_parser = COUNT.parser::<usize>())]
     pub batch_size: usize,

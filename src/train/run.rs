@@ -77,7 +77,7 @@ pub fn train_in(job: &Job, config: &Config, out: &Path, resume: bool) -> Result<
             checkpoint::write_atomically(&out.join("config.toml"), config.to_toml().as_bytes())?;
         }
         state = ckpt.state.clone();
-        (model, optim) = ckpt.apply(model, optim)?;
+        (model, optim) = ckpt.apply(model, optim).with_context(|| format!("checkpoint {} is not usable", ckpt_path.display()))?;
         if writes {
             eprintln!("resuming {} at epoch {} (step {})", out.display(), state.epoch, state.step);
         }
