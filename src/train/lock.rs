@@ -50,7 +50,7 @@ impl RunLock {
                 "{} is in use: another barlow process (PID {}) is writing this run; wait for it to finish or stop \
                  it, or choose another --out (eval, embed and plot read a live run without waiting)",
                 dir.display(),
-                holder.trim().split_whitespace().next().unwrap_or("unknown")
+                holder.split_whitespace().next().unwrap_or("unknown")
             );
         }
         let write = |f: &mut File| -> std::io::Result<()> {
