@@ -160,12 +160,16 @@ pub(crate) fn load_weights(mut model: Model, bytes: Bytes) -> Result<Model> {
 }
 
 /// An error naming the first optimizer-state tensor (a momentum buffer, say) that holds a NaN
-/// or an infinity: resuming from it would carry the damage into every later step.
+/// or an infinity, as resuming from it would carry the damage into every later step, or that
+/// names no parameter (which burn's reader would panic on).
 fn finite_state(bytes: &[u8]) -> Result<()> {
     let unreadable = |e: burn::store::burn_pack::Error| anyhow::anyhow!("the optimizer state is unreadable: {e:?}");
     let reader = burn::store::burn_pack::Reader::from_bytes(Bytes::from_bytes_vec(bytes.to_vec())).map_err(unreadable)?;
     for tensor in reader.into_tensors().map_err(unreadable)? {
-        let (name, dtype, shape, _, bytes) = tensor.into_parts().map_err(unreadable)?;
+        let (name, dtype, shape, param, bytes) = tensor.into_parts().map_err(unreadable)?;
+        if param.is_none() {
+            bail!("the optimizer state `{name}` belongs to no parameter: not a state barlow wrote");
+        }
         if dtype.is_float() {
             let values = burn::tensor::TensorData::from_bytes(bytes, shape, dtype).convert::<f32>();
             let count = values.as_slice::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?.iter().filter(|v| !v.is_finite()).count();
@@ -191,4 +195,24 @@ pub fn finite<M: ModuleSnapshot>(module: &M) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::store::burn_pack::{Tensor, Writer};
+
+    fn state(param: Option<u64>, value: f32) -> Bytes {
+        let bytes = Bytes::from_bytes_vec(value.to_le_bytes().repeat(2));
+        Writer::new(vec![Tensor::new("momentum".into(), burn::tensor::DType::F32, [2], param, bytes)]).into_bytes().unwrap()
+    }
+
+    #[test]
+    fn optimizer_state_that_names_no_parameter_or_holds_nan_is_refused() {
+        assert!(finite_state(&state(Some(7), 0.5)).is_ok());
+        let err = finite_state(&state(None, 0.5)).unwrap_err().to_string();
+        assert!(err.contains("`momentum` belongs to no parameter"), "{err}");
+        let err = finite_state(&state(Some(7), f32::NAN)).unwrap_err().to_string();
+        assert!(err.contains("`momentum` holds 2 non-finite"), "{err}");
+    }
 }

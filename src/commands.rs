@@ -233,7 +233,15 @@ pub fn embed(args: &EmbedArgs) -> Result<()> {
         "test" => Split::Test,
         other => bail!("--split must be pretrain, train or test, not `{other}`"),
     };
+    let format = args.out.extension().and_then(|e| e.to_str()).filter(|e| ["npy", "safetensors"].contains(e));
+    let Some(format) = format else { bail!("{}: the output must end in .npy or .safetensors", args.out.display()) };
     let set = data::open(&config.data, split)?;
+    // The ids first: a name that cannot be one is refused before the encoding is paid for.
+    let mut ids = String::from("index\tid\tlabel\n");
+    for i in 0..set.len() {
+        let label = set.labels().map(|l| l[i].to_string()).unwrap_or_default();
+        ids.push_str(&format!("{i}\t{}\t{label}\n", tsv_field(&set.id(i)?)));
+    }
     let views = Views::new(&config.data.views, config.data.size, set.normalize())?;
     let e = match args.projector {
         true => features::project(&model, &set, &views, &device)?,
@@ -241,21 +249,15 @@ pub fn embed(args: &EmbedArgs) -> Result<()> {
     };
     let [n, d] = e.dims();
     let values = e.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    match args.out.extension().and_then(|e| e.to_str()) {
-        Some("npy") => checkpoint::write_atomically(&args.out, &npy(&values, n, d))?,
-        Some("safetensors") => {
+    let bytes = match format {
+        "npy" => npy(&values, n, d),
+        _ => {
             let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
             let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![n, d], &bytes)?;
-            let bytes = safetensors::serialize([("embeddings", view)], None)?;
-            checkpoint::write_atomically(&args.out, &bytes)?;
+            safetensors::serialize([("embeddings", view)], None)?
         }
-        _ => bail!("{}: the output must end in .npy or .safetensors", args.out.display()),
-    }
-    let mut ids = String::from("index\tid\tlabel\n");
-    for i in 0..n {
-        let label = set.labels().map(|l| l[i].to_string()).unwrap_or_default();
-        ids.push_str(&format!("{i}\t{}\t{label}\n", tsv_field(&set.id(i))));
-    }
+    };
+    checkpoint::write_atomically(&args.out, &bytes)?;
     let ids_path = PathBuf::from(format!("{}.ids.tsv", args.out.display()));
     checkpoint::write_atomically(&ids_path, ids.as_bytes())?;
     println!("wrote {n}×{d} embeddings to {} and their ids to {}", args.out.display(), ids_path.display());

@@ -8,11 +8,13 @@ use burn::tensor::{Device, Tensor};
 
 /// Images per forward pass when encoding on `device`: a GPU is kept busy by large batches of
 /// small images, which a CPU gains nothing from (and the figures recorded on CPUs used 256).
+/// Large images come fewer at a time, at most 2^24 pixels a batch (one at 4096 px).
 pub fn batch_size(device: &Device, image_size: usize) -> usize {
-    match crate::backend::is_cpu(device) || image_size > 64 {
+    let preferred = match crate::backend::is_cpu(device) || image_size > 64 {
         true => 256,
         false => 1024,
-    }
+    };
+    preferred.min((1 << 24) / (image_size * image_size).max(1)).max(1)
 }
 
 /// `N×F` features of every image of `dataset` through its evaluation view and `encoder` (which

@@ -17,6 +17,7 @@ pub mod files;
 #[cfg(feature = "cubecl")]
 pub mod gpu;
 pub mod loss;
+pub mod memory;
 pub mod methods;
 pub mod model;
 pub mod ops;

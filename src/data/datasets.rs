@@ -139,16 +139,6 @@ fn locate(root: Option<PathBuf>, name: &str, marker: &str, subdirs: &[&str]) -> 
     search(&cache).with_context(|| format!("{}: the download holds no {marker}", cache.display()))
 }
 
-fn gunzip_if(raw: Vec<u8>) -> std::io::Result<Vec<u8>> {
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..]).read_to_end(&mut out)?;
-        Ok(out)
-    } else {
-        Ok(raw)
-    }
-}
-
 /// CIFAR's binary records: `label_bytes` label bytes (CIFAR-100: coarse, fine; the last is
 /// used) then 3072 bytes of 32×32 red, green, blue planes.
 pub fn read_cifar(
@@ -181,23 +171,51 @@ pub fn read_cifar(
 }
 
 /// An IDX array: its dimensions and bytes, checked against the magic (unsigned bytes, `rank`).
+/// A gzipped file is inflated only as far as its header says, so a gzip bomb stops there.
 pub fn read_idx(raw: Vec<u8>, rank: usize) -> Result<(Vec<usize>, Vec<u8>)> {
-    let mut bytes = gunzip_if(raw).context("corrupt gzip data")?;
-    if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08 || bytes[3] as usize != rank {
-        bail!("not an IDX file of unsigned bytes with {rank} dimensions (magic {:02x?})", &bytes[..bytes.len().min(4)]);
+    let gzipped = raw.starts_with(&[0x1f, 0x8b]);
+    let mut reader: Box<dyn Read> = match gzipped {
+        true => Box::new(flate2::read::GzDecoder::new(&raw[..])),
+        false => Box::new(&raw[..]),
+    };
+    let inflate = |e: std::io::Error| match gzipped {
+        true => anyhow::anyhow!("corrupt gzip data: {e}"),
+        false => anyhow::anyhow!("{e}"),
+    };
+    let mut magic = [0u8; 4];
+    let n = read_up_to(&mut reader, &mut magic).map_err(inflate)?;
+    if n < 4 || magic[..3] != [0, 0, 0x08] || magic[3] as usize != rank {
+        bail!("not an IDX file of unsigned bytes with {rank} dimensions (magic {:02x?})", &magic[..n]);
     }
-    let header = 4 + 4 * rank;
-    if bytes.len() < header {
+    let mut header = vec![0u8; 4 * rank];
+    if read_up_to(&mut reader, &mut header).map_err(inflate)? < header.len() {
         bail!("truncated IDX header");
     }
-    let dims: Vec<usize> =
-        (0..rank).map(|d| u32::from_be_bytes(bytes[4 + 4 * d..8 + 4 * d].try_into().unwrap()) as usize).collect();
-    let expected = header + dims.iter().product::<usize>();
-    if bytes.len() != expected {
-        bail!("dimensions {dims:?} need {expected} bytes, the file has {}", bytes.len());
+    let dims: Vec<usize> = header.chunks_exact(4).map(|d| u32::from_be_bytes(d.try_into().expect("4 bytes")) as usize).collect();
+    if dims.iter().skip(1).any(|&d| d == 0) {
+        bail!("dimensions {dims:?}: an image needs a height and a width of at least 1");
     }
-    bytes.drain(..header);
+    let len = dims.iter().try_fold(1u128, |n, &d| Some(n * d as u128)).expect("three u32 fit in u128");
+    crate::memory::ensure_fits(len, &format!("an IDX array of dimensions {dims:?}"), "is this file whole?")?;
+    let mut bytes = Vec::new();
+    reader.take(len as u64 + 1).read_to_end(&mut bytes).map_err(inflate)?;
+    if bytes.len() as u128 != len {
+        let found = if bytes.len() as u128 > len { "more".to_string() } else { bytes.len().to_string() };
+        bail!("dimensions {dims:?} need {len} bytes after the {}-byte header, the file has {found}", 4 + 4 * rank);
+    }
     Ok((dims, bytes))
+}
+
+/// Fills as much of `buf` as `reader` has, returning how much.
+fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match reader.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
 }
 
 fn read_idx_pair(name: &str, dir: &Path, train: bool, classes: Vec<String>, norm: Normalize) -> Result<Dataset> {

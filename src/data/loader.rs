@@ -47,6 +47,11 @@ impl Drop for Batch {
 }
 
 /// A buffer of `len` values from the pool (its contents are all overwritten), or a new one.
+/// Bytes the loader's buffers hold at most, for batches of `local` images of `size`² pixels.
+pub fn loader_bytes(local: usize, size: usize) -> u128 {
+    (POOLED * 3 * 4) as u128 * local as u128 * (size * size) as u128
+}
+
 fn buffer(pool: &Pool, len: usize) -> Vec<f32> {
     let reused = pool.lock().ok().and_then(|mut p| {
         let i = p.iter().position(|v| v.len() == len)?;
@@ -114,6 +119,9 @@ impl Loader {
             bail!("a global batch of {batch} images cannot be split evenly over {workers} workers");
         }
         let local = batch / workers;
+        let bytes = loader_bytes(local, config.size);
+        let what = format!("loading batches of {local} images at data.size = {} ({POOLED} views in flight)", config.size);
+        crate::memory::ensure_fits(bytes, &what, "lower optim.batch_size or data.size")?;
         let views = Views::new(&config.views, config.size, dataset.normalize())?;
         let pool = match config.workers {
             0 => None,

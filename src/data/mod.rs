@@ -10,7 +10,7 @@ mod resize;
 pub mod views;
 
 pub use datasets::{Split, open};
-pub use loader::{Batch, EvalBatch, Loader, crop_flip_batches, eval_batches};
+pub use loader::{Batch, EvalBatch, Loader, crop_flip_batches, eval_batches, loader_bytes};
 pub use views::{Bytes, Image, Normalize, Pixels, Views};
 
 use crate::config::DataConfig;
@@ -84,11 +84,20 @@ impl Dataset {
         self.inner.normalize
     }
 
-    /// A name for image `i` in messages and embedding files: its path, or `name[i]`.
-    pub fn id(&self, i: usize) -> String {
+    /// A name for image `i` in messages and embedding files: its path (refused when not UTF-8),
+    /// or `name[i]`.
+    pub fn id(&self, i: usize) -> Result<String> {
         match &self.inner.images {
-            Images::Files { paths, .. } => paths[i].display().to_string(),
-            Images::Raw { .. } => format!("{}[{i}]", self.inner.name),
+            Images::Files { paths, .. } => match paths[i].to_str() {
+                Some(id) => Ok(id.to_string()),
+                // Shown with U+FFFD in place of its bytes, it could not be told from another.
+                None => bail!(
+                    "{}: the file name is not UTF-8, so it cannot be written as an id that names only this file; \
+                     rename it (convmv, say, converts a folder of Latin-1 names)",
+                    paths[i].display()
+                ),
+            },
+            Images::Raw { .. } => Ok(format!("{}[{i}]", self.inner.name)),
         }
     }
 

@@ -216,6 +216,17 @@ impl ResNetConfig {
         }
     }
 
+    /// Bytes the stem's outputs (convolution, batch norm, ReLU) of `images` images of `size`²
+    /// pixels hold while a training step keeps them for its backward pass: a floor under the
+    /// step's memory, which the later stages only add to.
+    pub fn stem_bytes(&self, images: usize, size: usize) -> u128 {
+        let side = match self.stem {
+            Stem::Imagenet => size.div_ceil(2),
+            Stem::Cifar => size,
+        } as u128;
+        3 * 4 * images as u128 * self.width as u128 * side * side
+    }
+
     /// Width of the pooled features (2048 for ResNet-50, 512 for ResNet-18 at width 64).
     pub fn feature_dim(&self) -> usize {
         8 * self.width * self.arch.expansion()

@@ -55,6 +55,7 @@ pub fn train_in(job: &Job, config: &Config, out: &Path, resume: bool) -> Result<
     if steps_per_epoch == 0 {
         bail!("the dataset has {} images, fewer than one batch of {batch}", train_set.len());
     }
+    step_fits(config, batch / job.comm.size())?;
     let schedule = config.schedule(steps_per_epoch);
 
     let mut model = match resume {
@@ -285,4 +286,14 @@ fn progress_bar(steps: usize, epoch: usize, epochs: usize) -> ProgressBar {
         .expect("a valid template"),
     );
     bar
+}
+
+/// Refuses a step of `local` images a view that cannot fit in this machine's memory, before the
+/// allocation that would abort the process: its stems' outputs alone, and the loader's buffers.
+fn step_fits(config: &Config, local: usize) -> Result<()> {
+    let size = config.data.size;
+    let stems = 2 * config.model().encoder.stem_bytes(local, size);
+    let loader = data::loader_bytes(local, size);
+    let what = format!("a training step of 2 × {local} images at data.size = {size} with model.width = {}", config.model.width);
+    crate::memory::ensure_fits(stems + loader, &what, "lower optim.batch_size, data.size or model.width")
 }
