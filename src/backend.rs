@@ -53,7 +53,8 @@ pub fn device(name: &str) -> Result<Device> {
         #[cfg(feature = "cpu")]
         "cpu" => Device::cpu(),
         #[cfg(feature = "cuda")]
-        "cuda" => crate::gpu::cuda(index)?,
+        "cuda" => crate::gpu::cuda(index)
+            .map_err(|e| anyhow::anyhow!("{e:#}. Backends in this binary: {}", available().join(", ")))?,
         #[cfg(feature = "wgpu")]
         "wgpu" => crate::gpu::wgpu()?,
         #[cfg(feature = "tch")]

@@ -56,8 +56,7 @@ pub fn cuda(index: usize) -> Result<Device> {
     if found == 0 {
         bail!(
             "no CUDA device found: the NVIDIA driver (libcuda.so.1) is not installed or sees no GPU \
-             (`nvidia-smi` lists what it sees). Backends in this binary: {}",
-            crate::backend::available().join(", ")
+             (`nvidia-smi` lists what it sees)"
         );
     }
     if index >= found {

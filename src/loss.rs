@@ -1,10 +1,8 @@
 //! What every method's objective is made of: the loss with its logged terms, and the batch
 //! statistics and similarities the objectives share. Each objective lives with its method
-//! (`crate::methods`); Barlow Twins' is re-exported here under its old names.
+//! (`crate::methods`).
 
 use burn::tensor::{Device, Int, Tensor};
-
-pub use crate::methods::barlow::{BarlowLoss, LAMBDA, barlow_loss, barlow_loss_from_c, cross_correlation};
 
 /// PyTorch's BatchNorm epsilon, used by the official code's `nn.BatchNorm1d(affine=False)`.
 pub const BN_EPS: f64 = 1e-5;

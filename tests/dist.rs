@@ -11,7 +11,9 @@ mod common;
 
 use barlow::dist::loss::Reduce;
 use barlow::dist::{Collective, Comm, Parallel, Single, ThreadGroup, all_gather, all_reduce_sum};
-use barlow::model::{Arch, BarlowTwins, BarlowTwinsConfig, ResNetConfig, Stem};
+use barlow::methods::barlow::LAMBDA;
+use barlow::methods::{MethodConfig, Model};
+use barlow::model::{Arch, ResNetConfig, Stem};
 use barlow::ops::precision::Precision;
 use barlow::optim::LarsConfig;
 use burn::module::{Module, ModuleVisitor, Param};
@@ -25,20 +27,20 @@ const N: usize = 16;
 const STEPS: usize = 3;
 const TOLERANCE: f64 = 1e-5;
 
-fn config() -> BarlowTwinsConfig {
+fn config() -> MethodConfig {
     let encoder = ResNetConfig::new(Arch::Resnet18).with_stem(Stem::Cifar).with_width(4);
-    BarlowTwinsConfig::new(encoder).with_projector(vec![32, 32, 16])
+    MethodConfig::barlow(encoder, vec![32, 32, 16], LAMBDA)
 }
 
 /// The model every test starts from: its parameters are drawn when first read, so the caller
 /// holds `common::seeded` for as long as it uses them.
-fn initial_model(device: &Device) -> BarlowTwins {
+fn initial_model(device: &Device) -> Model {
     config().init(device)
 }
 
 /// A copy of `model` that shares nothing with it: clones share BatchNorm's running statistics
 /// (burn's `RunningState` averages the values that different threads put in it).
-fn copy(model: &BarlowTwins, device: &Device) -> BarlowTwins {
+fn copy(model: &Model, device: &Device) -> Model {
     let mut store = BurnpackStore::from_bytes(None);
     model.valid().save_into(&mut store).unwrap();
     let mut store = BurnpackStore::from_bytes(Some(store.get_bytes().unwrap()));
@@ -73,7 +75,7 @@ struct Outcome {
 }
 
 /// Trains `model` for [`STEPS`] steps as one worker of `par`'s job, on its rows of each batch.
-fn run(par: &Parallel, model: &BarlowTwins, device: &Device) -> Outcome {
+fn run(par: &Parallel, model: &Model, device: &Device) -> Outcome {
     let (rank, size) = (par.comm.rank(), par.comm.size());
     let n = N / size;
     let mut model = barlow::dist::step::broadcast_module(copy(model, device), &par.comm, 0).unwrap();
@@ -162,7 +164,7 @@ fn differences(ours: &Outcome, whole: &Outcome) -> (Vec<String>, f64) {
 }
 
 /// Runs `size` workers as threads of this process.
-fn threads(size: usize, reduce: Reduce, model: &BarlowTwins, device: &Device) -> Vec<Outcome> {
+fn threads(size: usize, reduce: Reduce, model: &Model, device: &Device) -> Vec<Outcome> {
     let handles: Vec<_> = ThreadGroup::new(size)
         .into_iter()
         .map(|worker| {

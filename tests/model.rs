@@ -2,7 +2,9 @@
 
 mod common;
 
-use barlow::model::{Arch, BarlowTwinsConfig, ResNetConfig, Stem};
+use barlow::methods::MethodConfig;
+use barlow::methods::barlow::LAMBDA;
+use barlow::model::{Arch, ResNetConfig, Stem};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Distribution, Tensor};
 
@@ -36,9 +38,8 @@ fn resnet50_imagenet_stem_gives_2048_features() {
 #[test]
 fn projector_outputs_d_and_has_no_biases() {
     let device = common::device();
-    let model = BarlowTwinsConfig::new(ResNetConfig::new(Arch::Resnet18).with_stem(Stem::Cifar).with_width(8))
-        .with_projector(vec![32, 32, 16])
-        .init(&device);
+    let encoder = ResNetConfig::new(Arch::Resnet18).with_stem(Stem::Cifar).with_width(8);
+    let model = MethodConfig::barlow(encoder, vec![32, 32, 16], LAMBDA).init(&device);
     assert!(model.projector.out.bias.is_none());
     assert!(model.projector.hidden.iter().all(|(l, _)| l.bias.is_none()));
     let x = Tensor::<4>::random([4, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);

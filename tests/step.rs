@@ -4,7 +4,9 @@
 
 mod common;
 
-use barlow::model::{Arch, BarlowTwins, BarlowTwinsConfig, ResNetConfig, Stem};
+use barlow::methods::barlow::LAMBDA;
+use barlow::methods::{MethodConfig, Model};
+use barlow::model::{Arch, ResNetConfig, Stem};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::store::{KeyRemapper, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -13,10 +15,10 @@ use std::collections::HashMap;
 
 type Fixture = HashMap<String, (Vec<usize>, Vec<f32>)>;
 
-fn model(device: &Device) -> BarlowTwins {
+fn model(device: &Device) -> Model {
     let path = fixture("step_r18_w4.safetensors");
     let encoder = ResNetConfig::new(Arch::Resnet18).with_stem(Stem::Cifar).with_width(4).with_zero_init_residual(false);
-    let mut model = BarlowTwinsConfig::new(encoder).with_projector(vec![32, 32, 16]).init(device);
+    let mut model = MethodConfig::barlow(encoder, vec![32, 32, 16], LAMBDA).init(device);
     model.backbone = barlow::export::import(model.backbone, &path).unwrap();
     // The official projector is an nn.Sequential: Linear, BN, ReLU, Linear, BN, ReLU, Linear.
     let remap = KeyRemapper::from_patterns(vec![
@@ -78,7 +80,7 @@ impl ModuleVisitor for Collect<'_> {
     }
 }
 
-fn collect(model: &BarlowTwins, grads: Option<&burn::tensor::Gradients>) -> Fixture {
+fn collect(model: &Model, grads: Option<&burn::tensor::Gradients>) -> Fixture {
     let mut c = Collect { path: vec![], grads, out: HashMap::new() };
     model.visit(&mut c);
     c.out

@@ -6,7 +6,9 @@ use crate::config::range::POSITIVE;
 use crate::config::valid::{BATCH, LAYER, SIZE, WIDTH};
 use crate::backend;
 use crate::methods::Model;
-use crate::model::{Arch, BarlowTwinsConfig, ResNetConfig, Stem};
+use crate::methods::MethodConfig;
+use crate::methods::barlow::LAMBDA;
+use crate::model::{Arch, ResNetConfig, Stem};
 use anyhow::{Context, Result, bail};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::store::{BurnpackStore, ModuleSnapshot};
@@ -135,8 +137,8 @@ fn rel(got: f64, want: f64) -> f64 {
 /// Runs the check for every backend of `args`; an error if any is off.
 pub fn check(args: &CheckArgs) -> Result<Vec<Comparison>> {
     let stem = if args.size <= 64 { Stem::Cifar } else { Stem::Imagenet };
-    let config = BarlowTwinsConfig::new(ResNetConfig::new(args.arch).with_stem(stem).with_width(args.width))
-        .with_projector(args.projector.clone());
+    let encoder = ResNetConfig::new(args.arch).with_stem(stem).with_width(args.width);
+    let config = MethodConfig::barlow(encoder, args.projector.clone(), LAMBDA);
     let reference = backend::device(&args.reference)?.autodiff();
     reference.seed(0);
     let model = config.init(&reference);

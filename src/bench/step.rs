@@ -6,7 +6,8 @@ use crate::config::valid::{BATCH, LAYER, SIZE, WIDTH};
 use crate::backend;
 use crate::loss::Loss;
 use crate::methods::{MethodConfig, Model};
-use crate::model::{Arch, BarlowTwinsConfig, ResNetConfig, Stem};
+use crate::methods::barlow::LAMBDA;
+use crate::model::{Arch, ResNetConfig, Stem};
 use crate::ops::precision::Precision;
 use crate::optim::LarsConfig;
 use crate::train::step::Progress;
@@ -184,9 +185,8 @@ pub struct StepResult {
 /// Seconds per step of each backend, measured one after the other.
 pub fn step(args: &StepArgs) -> Result<Vec<StepResult>> {
     let stem = if args.size <= 64 { Stem::Cifar } else { Stem::Imagenet };
-    let config = BarlowTwinsConfig::new(ResNetConfig::new(args.arch).with_stem(stem).with_width(args.width))
-        .with_projector(args.projector.clone())
-        .method();
+    let encoder = ResNetConfig::new(args.arch).with_stem(stem).with_width(args.width);
+    let config = MethodConfig::barlow(encoder, args.projector.clone(), LAMBDA);
     if let Some(other) = args.backend.iter().find(|b| args.profile.is_some() && !b.starts_with("tch")) {
         anyhow::bail!("--profile records PyTorch's profiler, which only the LibTorch backends (tch, tch-cuda) have, not {other}");
     }

@@ -2,7 +2,7 @@
 //! channel planes (`3 × H × W`, values in [0, 1]) so that every pass is a plain loop over
 //! contiguous values that the compiler vectorises.
 
-use super::views::{Image, interleave, planar};
+use super::pixels::{Image, interleave, planar};
 use multiversion::multiversion;
 
 // Each kernel below is compiled for AVX2 and SSE4.1 as well and chosen at run time

@@ -2,7 +2,7 @@
 //! the buffer (the image crate's own JPEG decoder, without its copies), other formats through
 //! the image crate.
 
-use super::views::Bytes;
+use super::pixels::Bytes;
 use anyhow::{Context, Result, bail};
 use std::cell::Cell;
 use std::io::Read;

@@ -5,6 +5,7 @@ pub mod datasets;
 pub mod decode;
 pub mod download;
 pub mod loader;
+mod pixels;
 pub mod preview;
 mod resize;
 pub mod views;

@@ -2,7 +2,7 @@
 //! bicubic resampling of the crop, written straight into channel planes.
 
 use super::colour::weighted_sum;
-use super::views::{Image, Pixels, Texel, interleave};
+use super::pixels::{Image, Pixels, Texel, interleave};
 use multiversion::multiversion;
 use rand::{Rng, RngExt};
 use std::collections::HashMap;

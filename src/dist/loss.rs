@@ -3,7 +3,8 @@
 
 use super::Comm;
 use super::tensor::{all_reduce_sum, all_reduce_sum_detached};
-use crate::loss::{BN_EPS, BarlowLoss, barlow_loss_from_c, cross_correlation as local_correlation};
+use crate::loss::BN_EPS;
+use crate::methods::barlow::{BarlowLoss, barlow_loss_from_c, cross_correlation as local_correlation};
 use crate::ops::ChannelSync;
 use burn::tensor::Tensor;
 
@@ -36,7 +37,7 @@ pub fn cross_correlation(z_a: Tensor<2>, z_b: Tensor<2>, comm: &Comm, reduce: Re
 }
 
 /// The Barlow Twins loss of the global batch, on every worker; in a one-process job exactly
-/// [`crate::loss::barlow_loss`].
+/// [`crate::methods::barlow::barlow_loss`].
 pub fn barlow_loss(z_a: Tensor<2>, z_b: Tensor<2>, lambda: f64, comm: &Comm, reduce: Reduce) -> BarlowLoss {
     barlow_loss_from_c(cross_correlation(z_a, z_b, comm, reduce), lambda)
 }

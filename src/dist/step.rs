@@ -5,10 +5,10 @@ use super::loss::{Reduce, cross_correlation};
 use super::meter::{self, Kind};
 use super::Comm;
 use super::tensor::{all_gather, all_reduce_sum};
-use crate::loss::{BarlowLoss, Loss, barlow_loss_from_c};
+use crate::loss::Loss;
+use crate::methods::barlow::{BarlowLoss, barlow_loss_from_c};
 use crate::methods::{Model, Objective, StepState};
 use crate::train::Progress;
-use crate::model::BarlowTwins;
 use crate::ops::ChannelSync;
 use crate::ops::modules::synchronised;
 use crate::ops::precision::{Precision, autocast};
@@ -39,14 +39,14 @@ impl Parallel {
     }
 
     /// Projector outputs `z` (`n×D`) of this worker's images, BatchNorm as configured.
-    pub fn project(&self, model: &BarlowTwins, images: Tensor<4>) -> Tensor<2> {
+    pub fn project(&self, model: &Model, images: Tensor<4>) -> Tensor<2> {
         let encoder_sync = if self.sync_bn { self.sync() } else { None };
         let features = synchronised(encoder_sync, || model.backbone.forward(images));
         synchronised(self.sync(), || model.projector.forward(features))
     }
 
     /// Barlow Twins' loss and C of the global batch, from this worker's two views.
-    fn barlow(&self, model: &BarlowTwins, y1: Tensor<4>, y2: Tensor<4>, precision: Precision, lambda: f64) -> (BarlowLoss, Tensor<2>) {
+    fn barlow(&self, model: &Model, y1: Tensor<4>, y2: Tensor<4>, precision: Precision, lambda: f64) -> (BarlowLoss, Tensor<2>) {
         let (z_a, z_b) = autocast(precision, || (self.project(model, y1), self.project(model, y2)));
         let c = cross_correlation(z_a, z_b, &self.comm, self.reduce);
         (barlow_loss_from_c(c.clone(), lambda), c)
@@ -56,7 +56,7 @@ impl Parallel {
     /// workers (the same on every worker), from this worker's two views.
     pub fn gradients(
         &self,
-        model: &BarlowTwins,
+        model: &Model,
         y1: Tensor<4>,
         y2: Tensor<4>,
         precision: Precision,

@@ -7,34 +7,8 @@ pub mod resnet;
 pub use projector::{Projector, ProjectorConfig};
 pub use resnet::{Arch, ResNet, ResNetConfig, Stem};
 
-use crate::methods::{MethodConfig, Model};
-use burn::config::Config;
 use burn::module::Module;
-use burn::tensor::{Device, Tensor};
-
-/// Barlow Twins' model: any method's [`Model`] (the name dates from when it was the only one).
-pub type BarlowTwins = Model;
-
-/// Barlow Twins: the encoder and the projector widths, and λ.
-#[derive(Config, Debug)]
-pub struct BarlowTwinsConfig {
-    pub encoder: ResNetConfig,
-    /// Projector widths; the last is the embedding dimension D.
-    #[config(default = "vec![8192, 8192, 8192]")]
-    pub projector: Vec<usize>,
-    #[config(default = "crate::loss::LAMBDA")]
-    pub lambda: f64,
-}
-
-impl BarlowTwinsConfig {
-    pub fn method(&self) -> MethodConfig {
-        MethodConfig::barlow(self.encoder.clone(), self.projector.clone(), self.lambda)
-    }
-
-    pub fn init(&self, device: &Device) -> Model {
-        self.method().init(device)
-    }
-}
+use burn::tensor::Tensor;
 
 /// Parameters that training updates, as PyTorch's `sum(p.numel() for p in model.parameters())`
 /// counts them: burn's `num_params` also counts BatchNorm's running statistics.

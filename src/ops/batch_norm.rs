@@ -223,7 +223,7 @@ pub fn forward(
         scale.push(a as f32);
         offset.push((beta[c] as f64 - mean_c * a) as f32);
     }
-    let mut y = super::conv::zeros(x.len());
+    let mut y = super::units::zeros(x.len());
     map_rows(sh, &mut y, |n, c, row| {
         normalise_row(row, &x[(n * sh.c + c) * sh.s..], scale[c], offset[c], relu);
     });
@@ -271,7 +271,7 @@ pub fn backward(
         let k = -a * sg / count - b * mean[c] as f64;
         coef.push((a as f32, b as f32, k as f32));
     }
-    let mut dx = super::conv::zeros(x.len());
+    let mut dx = super::units::zeros(x.len());
     map_rows(sh, &mut dx, |n, c, row| {
         let start = (n * sh.c + c) * sh.s;
         gradient_row(row, &dy[start..], &x[start..], y.map(|y| &y[start..]), coef[c]);

@@ -1,7 +1,7 @@
 //! The matrices a convolution becomes a product of: image patches as columns (im2col), their
 //! adjoint (col2im), and patches as rows of a channels-last copy (for the weight gradient).
 
-use super::conv::ConvShape;
+use super::units::ConvShape;
 
 /// Writes the im2col matrix of output rows `rows` of `images` (`n×c_in×h×w`, all of them read):
 /// row `(c, i, j)`, column `(image, pixel)`; `col` is `k × cols`, `cols` = images × pixels.

@@ -27,6 +27,7 @@ pub mod libtorch;
 pub mod modules;
 pub mod precision;
 mod transpose;
+mod units;
 mod winograd;
 
 use burn::backend::ops::ConvOptions;

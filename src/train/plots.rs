@@ -5,7 +5,8 @@
 use super::metrics::{self, Record};
 use crate::config::Config;
 use crate::data::{self, Batch, Dataset};
-use crate::loss::{cross_correlation, standardize};
+use crate::loss::standardize;
+use crate::methods::barlow::cross_correlation;
 use crate::methods::{Method, Model};
 use crate::plot;
 use anyhow::Result;

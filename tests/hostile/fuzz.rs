@@ -104,7 +104,7 @@ fn run(target: &str, seeds: &[Vec<u8>], time: Duration, seed: u64, parse: impl F
 #[test]
 fn the_harness_mutates_and_catches_and_saves_a_panic() {
     let seed = b"BARLOW fuzz seed".to_vec();
-    let (runs, panics) = run("self-test", &[seed.clone()], Duration::from_millis(200), 1, |b| assert_eq!(b, &seed[..]));
+    let (runs, panics) = run("self-test", std::slice::from_ref(&seed), Duration::from_millis(200), 1, |b| assert_eq!(b, &seed[..]));
     assert!(runs > 100 && !panics.is_empty() && panics.len() < runs, "{runs} inputs, {} panicked", panics.len());
     assert_ne!(std::fs::read(&panics[0]).unwrap(), seed, "the saved input is the mutated one");
 }
