@@ -3,13 +3,13 @@
 use crate::config::range::{COUNT, FRACTION, NON_NEGATIVE, POSITIVE};
 use crate::checkpoint;
 use crate::config::Config;
-use crate::data::{self, Dataset, Split, Views};
+use crate::data::{self, Split, Views};
 use crate::eval::{self, Accuracy, ProbeConfig};
 use crate::features;
 use crate::methods::Model;
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Device;
 use std::path::{Path, PathBuf};
 
 /// Which encoder a command uses (a run's checkpoint, or a weights file from anywhere) and what
@@ -22,7 +22,7 @@ pub struct CheckpointArgs {
     #[command(flatten)]
     pub weights: crate::weights::WeightsArgs,
     #[command(flatten)]
-    pub overrides: crate::cli::Overrides,
+    pub overrides: crate::cli::args::Overrides,
     /// flex, ndarray, cuda, wgpu, tch [default: the config's].
     #[arg(long)]
     pub backend: Option<String>,
@@ -96,19 +96,9 @@ impl CheckpointArgs {
 }
 
 /// Encoder features of a labeled split, with its labels.
-fn labeled_features(model: &Model, set: &Dataset, views: &Views, device: &Device) -> Result<(Tensor<2>, Vec<u32>)> {
-    let labels = set.labels().with_context(|| format!("{} has no labels to evaluate with", set.name()))?.to_vec();
-    eprintln!("encoding {} images of {}", set.len(), set.name());
-    Ok((features::encode(&model.backbone, set, views, device)?, labels))
-}
-
-fn monitor(config: &Config) -> Result<data::Monitor> {
-    data::open_monitor(&config.data)?.context("evaluation needs a dataset with labeled train and test splits")
-}
-
 pub fn knn(args: &CheckpointArgs, k: Option<usize>, t: Option<f64>) -> Result<Accuracy> {
     let (mut config, model, _) = args.load()?;
-    let m = monitor(&config)?;
+    let m = eval::frozen::monitor(&config)?;
     config.train.knn_k = k.unwrap_or(config.train.knn_k);
     config.train.knn_t = t.unwrap_or(config.train.knn_t);
     eprintln!("encoding {} + {} images of {}", m.train.len(), m.test.len(), m.train.name());
@@ -157,7 +147,7 @@ pub fn linear(args: &LinearArgs) -> Result<Accuracy> {
     // The classifier's initial weights come from the device's generator: the same --seed, the
     // same accuracy.
     device.seed(args.seed);
-    let m = monitor(&config)?;
+    let m = eval::frozen::monitor(&config)?;
     let views = Views::new(&config.data.views, config.data.size, m.train.normalize())?;
     let subset = eval::label_subset(m.train.labels().context("labels")?, args.labels, args.seed);
     let train_set = m.train.subset(&subset);
@@ -180,8 +170,8 @@ pub fn linear(args: &LinearArgs) -> Result<Accuracy> {
         println!("fine-tuning ({mode}) on {}: top-1 {:.2}%  top-5 {:.2}%", m.test.name(), acc.top1, acc.top5);
         return Ok(acc);
     }
-    let (train, train_labels) = labeled_features(&model, &train_set, &views, &device)?;
-    let (test, test_labels) = labeled_features(&model, &m.test, &views, &device)?;
+    let (train, train_labels) = eval::frozen::labeled_features(&model, &train_set, &views, &device)?;
+    let (test, test_labels) = eval::frozen::labeled_features(&model, &m.test, &views, &device)?;
     let probe_config = ProbeConfig::new()
         .with_epochs(args.epochs)
         .with_batch_size(args.batch_size)

@@ -8,13 +8,14 @@ pub use check::CheckArgs;
 pub use step::{StepArgs, TuneArgs, step, tune};
 
 use crate::config::range::COUNT;
+use crate::ops::bench::process_cpu_seconds;
 use anyhow::Result;
 use std::time::Instant;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct LoaderArgs {
     #[command(flatten)]
-    pub config: crate::cli::ConfigArgs,
+    pub config: crate::cli::args::ConfigArgs,
     /// Batches to time (after one untimed batch).
     #[arg(long, default_value_t = 20, value_parser = COUNT.parser::<usize>())]
     pub batches: usize,
@@ -42,12 +43,4 @@ pub fn loader(args: &LoaderArgs) -> Result<f64> {
     println!("loader {} ({} images, views {} at {}px, batch {batch}, {threads} threads): {rate:.0} pairs/s, \
               {per_core:.0} per CPU-second", config.data.dataset, dataset.len(), config.data.views, config.data.size);
     Ok(rate)
-}
-
-/// Seconds of CPU time this process has used, all threads together.
-pub fn process_cpu_seconds() -> f64 {
-    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes one timespec into the pointer it is given.
-    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) };
-    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
 }

@@ -270,7 +270,7 @@ fn report_warmup(name: &str, w: &Warmup) {
 #[derive(clap::Args, Debug, Clone)]
 pub struct TuneArgs {
     #[command(flatten)]
-    pub config: crate::cli::ConfigArgs,
+    pub config: crate::cli::args::ConfigArgs,
     /// The backend to tune [default: the config's].
     #[arg(long)]
     pub backend: Option<String>,

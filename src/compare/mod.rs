@@ -13,11 +13,13 @@ pub mod report;
 use crate::config::range::COUNT;
 use crate::config::valid::{BATCH, EPOCHS};
 use crate::checkpoint::Checkpoint;
-use crate::cli::Overrides;
+use crate::cli::args::Overrides;
 use crate::config::Config;
+use crate::eval::ProbeConfig;
 use crate::methods::Method;
 use crate::train::metrics::{self, Record};
 use anyhow::{Context, Result, bail};
+use burn::module::Module;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -295,19 +297,11 @@ fn linear(run: &Run, epochs: usize) -> Result<f64> {
     {
         return Ok(saved.top1);
     }
-    let args = crate::commands::LinearArgs {
-        checkpoint: crate::commands::CheckpointArgs::run(&run.dir),
-        epochs,
-        batch_size: 256,
-        lr: 0.3,
-        weight_decay: 1e-6,
-        labels: 1.0,
-        augment: false,
-        finetune: false,
-        lr_backbone: 0.005,
-        seed: 0,
-    };
-    let top1 = crate::commands::linear(&args)?.top1;
+    let device = crate::backend::device(&run.config.train.backend)?;
+    let (config, model) = crate::checkpoint::load_model(&crate::train::checkpoint_path(&run.dir), &device)?;
+    let acc = crate::eval::frozen::linear(&model.valid(), &config, ProbeConfig::new().with_epochs(epochs), &device)?;
+    println!("linear probe of {} ({epochs} epochs): top-1 {:.2}%  top-5 {:.2}%", run.dir.display(), acc.top1, acc.top5);
+    let top1 = acc.top1;
     crate::checkpoint::write_atomically(&path, serde_json::to_string(&Saved { epochs, top1 })?.as_bytes())?;
     Ok(top1)
 }

@@ -2,6 +2,7 @@
 //! and fine-tuning.
 
 pub mod finetune;
+pub mod frozen;
 pub mod knn;
 pub mod linear;
 

@@ -5,7 +5,6 @@ use crate::config::range::COUNT;
 use crate::config::valid::{BATCH, LAYER, SIZE, WIDTH};
 use super::Kernels;
 use super::conv::ConvShape;
-use crate::bench::process_cpu_seconds;
 use crate::model::{Arch, ResNetConfig, Stem};
 use anyhow::{Result, bail};
 use burn::backend::Flex;
@@ -223,4 +222,12 @@ pub fn run(args: &OpsArgs) -> Result<()> {
     columns.iter().for_each(|(_, t)| print!("{:>10.3}", t.iter().sum::<f64>()));
     println!();
     Ok(())
+}
+
+/// Seconds of CPU time this process has used, all threads together.
+pub fn process_cpu_seconds() -> f64 {
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec into the pointer it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) };
+    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
 }

@@ -1,5 +1,8 @@
 //! The `barlow` command line.
 
+pub mod args;
+
+use args::ConfigArgs;
 
 use crate::config::Config;
 use crate::config::range::{COUNT, POSITIVE, Range};
@@ -88,46 +91,6 @@ pub enum Bench {
     Ops(crate::ops::bench::OpsArgs),
     /// A GPU backend's loss and gradients against the CPU's, on the same weights and batch.
     Check(crate::bench::CheckArgs),
-}
-
-/// Changes to a config on the command line.
-#[derive(clap::Args, Debug, Clone, Default)]
-pub struct Overrides {
-    /// Override a config value, e.g. `--set optim.epochs=100 --set data.root=/data/cifar`.
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub set: Vec<String>,
-    /// Shorthand for `--set data.root=PATH`.
-    #[arg(long)]
-    pub data: Option<PathBuf>,
-}
-
-impl Overrides {
-    /// The `key.path=value` assignments, `--data` included.
-    pub fn list(&self) -> Vec<String> {
-        let mut overrides = self.set.clone();
-        if let Some(root) = &self.data {
-            overrides.push(format!("data.root={:?}", root.display().to_string()));
-        }
-        overrides
-    }
-}
-
-/// Which configuration: a preset or file, with overrides.
-#[derive(clap::Args, Debug, Clone, Default)]
-pub struct ConfigArgs {
-    /// A preset (quick, cifar10, cifar10-cpu, imagenet, <method>-cifar10, <method>-imagenet) or a
-    /// TOML file [default: quick].
-    #[arg(long, short)]
-    pub config: Option<String>,
-    #[command(flatten)]
-    pub overrides: Overrides,
-}
-
-impl ConfigArgs {
-    /// The named config (or `fallback` when none is named) with the overrides applied.
-    pub fn load(&self, fallback: &str) -> Result<Config> {
-        Config::load(self.config.as_deref().unwrap_or(fallback), &self.overrides.list())
-    }
 }
 
 #[derive(clap::Args, Debug)]
