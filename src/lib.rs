@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod commands;
 pub mod compare;
+pub mod collective;
 pub mod config;
 pub mod data;
 pub mod dist;

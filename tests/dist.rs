@@ -10,7 +10,8 @@
 mod common;
 
 use barlow::dist::loss::Reduce;
-use barlow::dist::{Collective, Comm, Parallel, Single, ThreadGroup, all_gather, all_reduce_sum};
+use barlow::collective::{Collective, Comm, Single, ThreadGroup, all_gather, all_reduce_sum};
+use barlow::dist::Parallel;
 use barlow::methods::barlow::LAMBDA;
 use barlow::methods::{MethodConfig, Model};
 use barlow::model::{Arch, ResNetConfig, Stem};
@@ -256,12 +257,12 @@ fn synchronised_batch_norm_from_tensor_ops_is_batch_norm_over_the_whole_batch() 
     let make = |len: usize, salt: usize| (0..len).map(|i| hash(i, salt)).collect::<Vec<f32>>();
     let (x, dy, gamma, beta) = (make(n * c * h * w, 1), make(n * c * h * w, 2), make(c, 3), make(c, 4));
     // Whole batch: barlow's BatchNorm (then ReLU), and the gradients of Σ y·dy.
-    let run = move |x: Vec<f32>, dy: Vec<f32>, rows: usize, sync: Option<barlow::ops::ChannelSync>, device: &Device| {
+    let run = move |x: Vec<f32>, dy: Vec<f32>, rows: usize, sync: Option<barlow::collective::ChannelSync>, device: &Device| {
         let x = Tensor::<4>::from_data(TensorData::new(x, [rows, c, h, w]), device).require_grad();
         let g = Tensor::<1>::from_data(TensorData::new(gamma.clone(), [c]), device).require_grad();
         let b = Tensor::<1>::from_data(TensorData::new(beta.clone(), [c]), device).require_grad();
         let out = match sync {
-            Some(sync) => barlow::dist::sync_bn::batch_norm_train(x.clone(), g.clone(), b.clone(), 1e-5, true, sync),
+            Some(sync) => barlow::ops::sync_bn::batch_norm_train(x.clone(), g.clone(), b.clone(), 1e-5, true, sync),
             None => barlow::ops::batch_norm_train(x.clone(), g.clone(), b.clone(), 1e-5, true, None),
         };
         let dy = Tensor::<4>::from_data(TensorData::new(dy, [rows, c, h, w]), device);
@@ -303,7 +304,7 @@ fn synchronised_batch_norm_from_tensor_ops_is_batch_norm_over_the_whole_batch() 
 #[test]
 #[ignore = "runs under mpirun, started by mpi_two_ranks_match_one"]
 fn mpi_worker() {
-    let comm = barlow::dist::world().unwrap();
+    let comm = barlow::collective::world().unwrap();
     assert_eq!(comm.size(), 2, "start this under mpirun -np 2");
     let device = common::device();
     let _generator = common::seeded(&device, 7);

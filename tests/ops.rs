@@ -196,7 +196,7 @@ struct TwoWorkers {
     barrier: std::sync::Barrier,
 }
 
-impl barlow::ops::batch_norm::ChannelSum for TwoWorkers {
+impl barlow::collective::ChannelSum for TwoWorkers {
     fn sum(&self, values: &mut [f64]) {
         {
             let mut total = self.total.lock().unwrap();
@@ -232,7 +232,7 @@ fn synchronised_batch_norm_over_two_halves_is_batch_norm_over_the_whole() {
         let workers: Vec<_> = (0..2)
             .map(|i| {
                 let (x, dy, gamma, beta) = (part(&x, i), part(&dy, i), gamma.clone(), beta.clone());
-                let sync: barlow::ops::ChannelSync = sync.clone();
+                let sync: barlow::collective::ChannelSync = sync.clone();
                 std::thread::spawn(move || {
                     let (y, mean, var) = <Flex as Kernels>::batch_norm_forward(
                         x.clone(), gamma.clone(), beta, 1e-5, relu, Some(sync.clone()),

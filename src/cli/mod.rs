@@ -164,7 +164,7 @@ fn train(mut args: TrainArgs) -> Result<()> {
         args.config.overrides.set.push(format!("optim.epochs={epochs}"));
     }
     // One process, or one worker of an `mpirun`/`srun` job; a failure on any worker ends them all.
-    let comm = crate::dist::world()?;
+    let comm = crate::collective::world()?;
     let (config, _lock) = hold_and_configure(&args, &comm)?;
     let existing = crate::train::checkpoint_path(&args.out);
     if !args.resume && !args.overwrite && existing.exists() {
@@ -213,7 +213,7 @@ fn train(mut args: TrainArgs) -> Result<()> {
 /// The run's config, with its directory held by rank 0 until the guard drops: a resumed run from
 /// before its config is read (a run still starting is never resumed under itself), a fresh one
 /// once its config is known to be valid (nothing is written for a config that is not).
-fn hold_and_configure(args: &TrainArgs, comm: &crate::dist::Comm) -> Result<(Config, Option<crate::train::RunLock>)> {
+fn hold_and_configure(args: &TrainArgs, comm: &crate::collective::Comm) -> Result<(Config, Option<crate::train::RunLock>)> {
     let nothing_to_resume =
         || anyhow::anyhow!("{} holds no run to resume (no config.toml); start one without --resume", args.out.display());
     if args.resume && !args.out.is_dir() {

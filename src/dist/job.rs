@@ -2,9 +2,9 @@
 //! its own, whether it writes the run's files (rank 0 does), the step, and how a failure on
 //! any worker ends the whole job with a message instead of a hang.
 
-use super::meter::{self, Totals};
+use crate::collective::meter::{self, Totals};
 use super::step::{Parallel, broadcast_module};
-use super::{Comm, prefix, watchdog};
+use crate::collective::{Comm, prefix, watchdog};
 use crate::checkpoint::Checkpoint;
 use crate::config::Config;
 use crate::loss::Loss;

@@ -1,11 +1,11 @@
 //! The Barlow Twins loss over every worker's batch: C = Σ_workers ẑ_Aᵀ ẑ_B / N_global, with ẑ
 //! standardised over the global batch, and the same loss on every worker.
 
-use super::Comm;
-use super::tensor::{all_reduce_sum, all_reduce_sum_detached};
+use crate::collective::Comm;
+use crate::collective::tensor::{all_reduce_sum, all_reduce_sum_detached};
 use crate::loss::BN_EPS;
 use crate::methods::barlow::{BarlowLoss, barlow_loss_from_c, cross_correlation as local_correlation};
-use crate::ops::ChannelSync;
+use crate::collective::ChannelSync;
 use burn::tensor::Tensor;
 
 /// How the workers' shares of C are summed.
@@ -28,7 +28,7 @@ pub fn cross_correlation(z_a: Tensor<2>, z_b: Tensor<2>, comm: &Comm, reduce: Re
         return local_correlation(crate::loss::standardize(z_a), crate::loss::standardize(z_b), n);
     }
     let sync: ChannelSync = comm.clone();
-    let (z_a, z_b) = (super::sync_bn::standardize(z_a, BN_EPS, sync.clone()), super::sync_bn::standardize(z_b, BN_EPS, sync));
+    let (z_a, z_b) = (crate::ops::sync_bn::standardize(z_a, BN_EPS, sync.clone()), crate::ops::sync_bn::standardize(z_b, BN_EPS, sync));
     let share = local_correlation(z_a, z_b, n * comm.size());
     match reduce {
         Reduce::Differentiable => all_reduce_sum(share, comm),

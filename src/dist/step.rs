@@ -2,14 +2,14 @@
 //! global batch, and every worker applies the same averaged gradients, so the weights stay equal.
 
 use super::loss::{Reduce, cross_correlation};
-use super::meter::{self, Kind};
-use super::Comm;
-use super::tensor::{all_gather, all_reduce_sum};
+use crate::collective::meter::{self, Kind};
+use crate::collective::Comm;
+use crate::collective::tensor::{all_gather, all_reduce_sum};
 use crate::loss::Loss;
 use crate::methods::barlow::{BarlowLoss, barlow_loss_from_c};
 use crate::methods::{Model, Objective, StepState};
 use crate::train::Progress;
-use crate::ops::ChannelSync;
+use crate::collective::ChannelSync;
 use crate::ops::modules::synchronised;
 use crate::ops::precision::{Precision, autocast};
 use anyhow::{Context, Result};

@@ -1,7 +1,8 @@
 //! [`Kernels`] under autodiff: the forward runs on the inner backend and records one backward
 //! step that calls the inner backend's gradient kernels.
 
-use super::{ChannelSync, Kernels, Running};
+use super::{Kernels, Running};
+use crate::collective::ChannelSync;
 use burn::backend::{Backend, TensorMetadata};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;

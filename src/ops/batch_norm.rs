@@ -6,6 +6,7 @@
 //! across rows; the variance is summed around a shift (the channel's first value), which keeps
 //! the one-pass formula accurate when the mean is large against the spread.
 
+use crate::collective::ChannelSum;
 use rayon::prelude::*;
 
 /// Channels per task when `s == 1`: the sums then run along rows, across channels.
@@ -156,22 +157,6 @@ fn map_rows(sh: BnShape, out: &mut [f32], f: impl Fn(usize, usize, &mut [f32]) +
                 f(n, c, std::slice::from_mut(v));
             }
         });
-    }
-}
-
-/// Sums per-channel statistics over the workers of a data-parallel job, which makes BatchNorm
-/// synchronised: normalised with the statistics of the global batch (SyncBatchNorm). Called on
-/// the calling thread, once or twice per BatchNorm and pass, in the same order on every worker.
-pub trait ChannelSum: Send + Sync + std::fmt::Debug {
-    /// Replaces each value by its sum over all workers.
-    fn sum(&self, values: &mut [f64]);
-
-    /// The same for f32 values (tensors on their way through host memory, see `dist::tensor`);
-    /// by default through [`sum`](ChannelSum::sum) in f64.
-    fn sum_f32(&self, values: &mut [f32]) {
-        let mut wide: Vec<f64> = values.iter().map(|&v| v as f64).collect();
-        self.sum(&mut wide);
-        values.iter_mut().zip(wide).for_each(|(v, w)| *v = w as f32);
     }
 }
 

@@ -1,7 +1,8 @@
 //! [`Kernels`] on burn's `Flex` CPU backend: f32 tensors go to our kernels, anything else
 //! (other dtypes, grouped convolutions) to burn's own ops.
 
-use super::{ChannelSync, Kernels};
+use super::Kernels;
+use crate::collective::ChannelSync;
 use super::batch_norm::{self, BnShape};
 use super::conv::{self, ConvShape};
 use super::elementwise;

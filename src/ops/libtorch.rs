@@ -9,7 +9,8 @@
 
 #![allow(deprecated)] // burn marks its LibTorch backend deprecated; barlow still runs on it
 
-use super::{ChannelSync, Kernels, Running};
+use super::{Kernels, Running};
+use crate::collective::ChannelSync;
 use burn::backend::LibTorch;
 use burn::backend::libtorch::TchTensor;
 use burn::backend::ops::{ConvOptions, ModuleOps};

@@ -26,10 +26,12 @@ mod flex;
 pub mod libtorch;
 pub mod modules;
 pub mod precision;
+pub mod sync_bn;
 mod transpose;
 mod units;
 mod winograd;
 
+use crate::collective::ChannelSync;
 use burn::backend::ops::ConvOptions;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, DispatchDevice, ExtensionType, TensorMetadata, backend_extension, get_or_init_device_settings};
@@ -210,8 +212,6 @@ fn forward_then_running<B: Kernels>(
     (output, mean, saved, moved)
 }
 
-/// What a synchronised BatchNorm sums its statistics with (see [`batch_norm::ChannelSum`]).
-pub type ChannelSync = std::sync::Arc<dyn batch_norm::ChannelSum>;
 
 /// Whether `tensor` lives on a backend with kernels of its own (possibly under autodiff).
 fn on_fast_backend<const D: usize>(tensor: &Tensor<D>) -> bool {
@@ -377,7 +377,7 @@ pub fn batch_norm_train<const D: usize>(
         Some(sync) if !on_flex(&x) => {
             // Statistics summed over workers as tensor ops: in f32 whatever the input.
             let x = precision::result(x);
-            return crate::dist::sync_bn::batch_norm_train(x, gamma, beta, epsilon, relu, sync);
+            return sync_bn::batch_norm_train(x, gamma, beta, epsilon, relu, sync);
         }
         _ => {}
     }

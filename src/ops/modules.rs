@@ -1,7 +1,7 @@
 //! burn's `Conv2d`, `Linear` and `BatchNorm` modules run through barlow's kernels
 //! ([`super::conv2d`], [`super::batch_norm_train`]) and the current [`precision`](super::precision).
 
-use super::ChannelSync;
+use crate::collective::ChannelSync;
 use super::precision::{activation, operand, result, weight};
 use std::cell::RefCell;
 use burn::module::{Module, ModuleMapper, Param, RunningState};

@@ -8,5 +8,12 @@ pub mod run;
 pub mod step;
 
 pub use lock::RunLock;
-pub use run::{Summary, checkpoint_path, train, train_in};
+pub use run::{Summary, train, train_in};
 pub use step::{Progress, StepStats, train_step};
+
+use std::path::{Path, PathBuf};
+
+/// The checkpoint file inside a run directory.
+pub fn checkpoint_path(out: &Path) -> PathBuf {
+    out.join("checkpoint.bin")
+}

@@ -6,20 +6,16 @@ use super::step::{PendingStats, Progress, StepStats};
 use crate::checkpoint::{self, RunState};
 use crate::config::Config;
 use crate::data;
-use crate::dist::{self, Job};
+use crate::collective;
+use crate::dist::Job;
 use crate::eval::{Accuracy, knn_accuracy};
 use crate::methods::Model;
 use crate::{backend, features, ops};
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use indicatif::{ProgressBar, ProgressStyle};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
-
-/// The checkpoint file inside a run directory.
-pub fn checkpoint_path(out: &Path) -> PathBuf {
-    out.join("checkpoint.bin")
-}
 
 /// What a finished (or stopped) run reports.
 #[derive(Clone, Debug)]
@@ -34,14 +30,14 @@ pub struct Summary {
 
 /// Trains as `config` says, writing into `out`; with `resume`, continues from `out`'s checkpoint.
 pub fn train(config: &Config, out: &Path, resume: bool) -> Result<Summary> {
-    train_in(&Job::new(std::sync::Arc::new(dist::Single), config, out)?, config, out, resume)
+    train_in(&Job::new(std::sync::Arc::new(collective::Single), config, out)?, config, out, resume)
 }
 
 /// [`train`] as one worker of a data-parallel `job` (rank 0 writes the files and prints).
 pub fn train_in(job: &Job, config: &Config, out: &Path, resume: bool) -> Result<Summary> {
     let writes = job.writes();
     let _lock = if writes { Some(super::RunLock::acquire(out)?) } else { None };
-    let ckpt_path = checkpoint_path(out);
+    let ckpt_path = super::checkpoint_path(out);
     let device = backend::device(&job.backend(&config.train.backend))?.autodiff();
     device.seed(config.train.seed);
 
@@ -228,7 +224,7 @@ pub fn train_in(job: &Job, config: &Config, out: &Path, resume: bool) -> Result<
 /// What to do after a divergence: resume from this run's checkpoint of `epoch` with a lower
 /// learning rate, or, when this run wrote none, start again with one.
 fn diverged_advice(out: &Path, epoch: Option<usize>) -> String {
-    let (dir, path) = (out.display(), checkpoint_path(out));
+    let (dir, path) = (out.display(), super::checkpoint_path(out));
     match epoch {
         Some(epoch) => format!(
             "The last good checkpoint is {} (epoch {epoch}): continue from it with a lower learning rate, \

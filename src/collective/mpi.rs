@@ -4,7 +4,7 @@
 use super::meter::{self, Kind};
 use super::watchdog;
 use super::Collective;
-use crate::ops::batch_norm::ChannelSum;
+use super::ChannelSum;
 use anyhow::{Result, bail};
 use mpi::collective::SystemOperation;
 use mpi::datatype::Equivalence;

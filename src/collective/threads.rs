@@ -5,7 +5,7 @@
 
 use super::Collective;
 use super::meter::{self, Kind};
-use crate::ops::batch_norm::ChannelSum;
+use super::ChannelSum;
 use std::sync::{Arc, Barrier, Mutex};
 
 /// One worker of a group made by [`ThreadGroup::new`]; run each on its own thread.

@@ -19,7 +19,7 @@
 
 use super::meter::{self, Kind};
 use super::Comm;
-use crate::ops::ChannelSync;
+use super::ChannelSync;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -157,7 +157,7 @@ pub fn all_reduce_sum<const D: usize>(x: Tensor<D>, comm: &Comm) -> Tensor<D> {
     reduce_with(x, sum)
 }
 
-/// [`all_reduce_sum`] through any [`ChannelSum`](crate::ops::batch_norm::ChannelSum) (what a
+/// [`all_reduce_sum`] through any [`ChannelSum`](super::ChannelSum) (what a
 /// synchronised BatchNorm is handed).
 pub fn reduce_with<const D: usize>(x: Tensor<D>, sum: ChannelSync) -> Tensor<D> {
     Tensor::from_dispatch(<Dispatch as Collectives>::collective_all_reduce(x.into_dispatch(), sum))

@@ -3,8 +3,9 @@
 //! synchronised backward pass by itself). On the CPU the kernels of `ops::batch_norm` do the
 //! same in two passes; this is the path for the GPU backends and tch.
 
-use super::tensor::reduce_with;
-use crate::ops::{BatchNormOutput, ChannelSync};
+use super::BatchNormOutput;
+use crate::collective::ChannelSync;
+use crate::collective::tensor::reduce_with;
 use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 
