@@ -102,7 +102,7 @@ pub fn knn(args: &CheckpointArgs, k: Option<usize>, t: Option<f64>) -> Result<Ac
     config.train.knn_k = k.unwrap_or(config.train.knn_k);
     config.train.knn_t = t.unwrap_or(config.train.knn_t);
     eprintln!("encoding {} + {} images of {}", m.train.len(), m.test.len(), m.train.name());
-    let acc = crate::train::run::knn_monitor(&model, &m, &config)?;
+    let acc = crate::train::report::knn_monitor(&model, &m, &config)?;
     let (k, t) = (config.train.knn_k, config.train.knn_t);
     println!("kNN (k={k}, T={t}) on {}: top-1 {:.2}%  top-5 {:.2}%", m.test.name(), acc.top1, acc.top5);
     Ok(acc)

@@ -2,8 +2,9 @@
 
 pub mod lock;
 pub mod metrics;
-pub mod previous;
 pub mod plots;
+pub mod previous;
+pub mod report;
 pub mod run;
 pub mod step;
 
