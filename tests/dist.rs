@@ -377,8 +377,8 @@ fn the_other_methods_train_over_workers_as_one_process() {
             for step in 0..STEPS {
                 let (y1, y2) = views(step, &device);
                 let (y1, y2) = (y1.narrow(0, rank * n, n), y2.narrow(0, rank * n, n));
-                let progress = Progress { step, total: STEPS };
-                let (next, loss) = par.train_step(model, &mut optim, y1, y2, 1.0, Precision::F32, progress);
+                let at = Progress { step, total: STEPS, lr: 1.0 };
+                let (next, loss) = par.train_step(model, &mut optim, [y1, y2], Precision::F32, at);
                 losses.push(loss.total.into_scalar::<f64>());
                 model = next;
             }

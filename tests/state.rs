@@ -5,7 +5,10 @@ mod common;
 
 use barlow::config::Config;
 use barlow::methods::Model;
-use barlow::train::step::{Progress, train_step};
+use barlow::collective::Single;
+use barlow::dist::Parallel;
+use barlow::train::step::Progress;
+use std::sync::Arc;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Distribution, Tensor};
 use std::collections::BTreeMap;
@@ -64,8 +67,8 @@ fn step(model: Model, config: &Config, lr: f64, step: usize) -> Model {
     let schedule = config.schedule(4);
     let mut optim = config.optimizer(&schedule);
     let (y1, y2) = views();
-    let progress = Progress { step, total: 4 };
-    train_step(model, &mut optim, y1, y2, lr, config.train.precision, progress).0
+    let at = Progress { step, total: 4, lr };
+    Parallel::new(Arc::new(Single), false).train_step(model, &mut optim, [y1, y2], config.train.precision, at).0
 }
 
 #[test]

@@ -11,7 +11,9 @@ use crate::model::{Arch, ResNetConfig, Stem};
 use crate::ops::precision::Precision;
 use crate::optim::LarsConfig;
 use crate::train::step::Progress;
-use crate::train::{StepStats, train_step};
+use crate::collective::Single;
+use crate::dist::Parallel;
+use crate::train::StepStats;
 use anyhow::Result;
 use burn::optim::ModuleOptimizer;
 use burn::tensor::{Device, Distribution, Tensor};
@@ -81,6 +83,8 @@ pub struct Stepper {
     /// Drawn once: in training the views come from the loader's threads, so drawing them is not
     /// part of a step (burn's CPU `random` is single-threaded and would cost a few percent).
     views: Vec<(Tensor<4>, Tensor<4>)>,
+    /// The training step of a one-process job.
+    one_process: Parallel,
 }
 
 /// Pairs of views the steps take in turn.
@@ -93,7 +97,8 @@ impl Stepper {
         let model = Some(config.init(device));
         let view = || Tensor::<4>::random([batch, 3, size, size], Distribution::Normal(0.0, 1.0), device);
         let views = (0..VIEW_PAIRS).map(|_| (view(), view())).collect();
-        Stepper { model, steps: 0, precision: Precision::F32, optim, device: device.clone(), views }
+        let one_process = Parallel::new(std::sync::Arc::new(Single), false);
+        Stepper { model, steps: 0, precision: Precision::F32, optim, device: device.clone(), views, one_process }
     }
 
     /// Convolutions and matrix products in `precision` from now on.
@@ -105,10 +110,10 @@ impl Stepper {
     /// Queues one training step on the next pair of random views; the loss stays on the device.
     pub fn step(&mut self) -> Loss {
         let (y1, y2) = self.views[self.steps % VIEW_PAIRS].clone();
-        let progress = Progress { step: self.steps, total: usize::MAX };
+        let at = Progress { step: self.steps, total: usize::MAX, lr: 0.1 };
         self.steps += 1;
-        let (next, loss) =
-            train_step(self.model.take().expect("a model"), &mut self.optim, y1, y2, 0.1, self.precision, progress);
+        let model = self.model.take().expect("a model");
+        let (next, loss) = self.one_process.train_step(model, &mut self.optim, [y1, y2], self.precision, at);
         self.model = Some(next);
         loss
     }

@@ -83,23 +83,11 @@ impl Job {
         }
     }
 
-    /// One optimisation step on this worker's share of the global batch; in a one-process job,
-    /// exactly [`crate::train::train_step`].
-    #[allow(clippy::too_many_arguments)] // train_step's own, and the job
-    pub fn step(
-        &self,
-        model: Model,
-        optim: &mut ModuleOptimizer,
-        y1: Tensor<4>,
-        y2: Tensor<4>,
-        lr: f64,
-        precision: Precision,
-        progress: Progress,
-    ) -> (Model, Loss) {
-        let result = match self.comm.size() {
-            1 => crate::train::train_step(model, optim, y1, y2, lr, precision, progress),
-            _ => self.par.train_step(model, optim, y1, y2, lr, precision, progress),
-        };
+    /// One optimisation step on this worker's share of the global batch ([`Parallel::train_step`]),
+    /// timed for the job's report of what its collectives cost.
+    pub fn step(&self, model: Model, optim: &mut ModuleOptimizer, views: [Tensor<4>; 2], precision: Precision, at: Progress)
+        -> (Model, Loss) {
+        let result = self.par.train_step(model, optim, views, precision, at);
         let mut clock = self.clock.borrow_mut();
         match clock.as_mut() {
             None => *clock = Some((Instant::now(), meter::snapshot(), 0)),

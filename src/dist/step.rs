@@ -67,8 +67,14 @@ impl Parallel {
         (loss, c, average_gradients(grads, model, &self.comm))
     }
 
-    /// [`crate::train::train_step`] for one worker of the job. Each method's loss is one whose
-    /// gradient, averaged over the workers, is the global batch's:
+    /// Updates `model` on this worker's share of a batch of two views (`n×3×H×W` each, on the
+    /// model's autodiff device), at the schedule's learning-rate factor `at.lr`; convolutions
+    /// and matrix products run in `precision` (the weights and the optimiser stay f32). Then the
+    /// method's own state is updated (momentum network, queue).
+    ///
+    /// In a one-process job this is the method's own forward pass, loss and update. With more
+    /// workers, each method's loss is one whose gradient, averaged over the workers, is the
+    /// global batch's:
     /// - Barlow Twins: C summed over the workers (see [`cross_correlation`]);
     /// - SimCLR, VICReg: every worker gathers all projections and computes the global batch's
     ///   loss (SimCLR's negatives, VICReg's variance and covariance); the gather's backward sums
@@ -80,19 +86,13 @@ impl Parallel {
     ///   in rank order (its `concat_all_gather`), so all workers hold the one process's queue.
     ///
     /// BatchNorm elsewhere as in [`Parallel::project`].
-    #[allow(clippy::too_many_arguments)]
-    pub fn train_step(
-        &self,
-        model: Model,
-        optim: &mut ModuleOptimizer,
-        y1: Tensor<4>,
-        y2: Tensor<4>,
-        lr: f64,
-        precision: Precision,
-        progress: Progress,
-    ) -> (Model, Loss) {
-        let shard_mean = matches!(model.objective, Objective::Byol | Objective::Simsiam | Objective::Moco { .. });
+    pub fn train_step(&self, model: Model, optim: &mut ModuleOptimizer, views: [Tensor<4>; 2], precision: Precision, at: Progress)
+        -> (Model, Loss) {
+        let [y1, y2] = views;
+        let single = self.comm.size() == 1;
+        let shard_mean = !single && matches!(model.objective, Objective::Byol | Objective::Simsiam | Objective::Moco { .. });
         let (loss, state) = match model.objective {
+            _ if single => autocast(precision, || model.forward_step(y1, y2)),
             Objective::Barlow { lambda } => (self.barlow(&model, y1, y2, precision, lambda).0.into(), StepState::none()),
             Objective::Simclr { .. } | Objective::Vicreg(_) => {
                 let (z_a, z_b) = autocast(precision, || (self.project(&model, y1), self.project(&model, y2)));
@@ -106,7 +106,7 @@ impl Parallel {
             }
         };
         let grads = average_gradients(GradientsParams::from_grads(loss.total.backward(), &model), &model, &self.comm);
-        let model = optim.step(lr, model, grads);
+        let model = optim.step(at.lr, model, grads);
         let loss = match shard_mean {
             true => {
                 let workers = self.comm.size() as f64;
@@ -115,7 +115,7 @@ impl Parallel {
             }
             false => loss,
         };
-        (model.after_step(state, progress.step, progress.total), loss)
+        (model.after_step(state, at.step, at.total), loss)
     }
 }
 

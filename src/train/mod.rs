@@ -10,7 +10,7 @@ pub mod step;
 
 pub use lock::RunLock;
 pub use run::{Summary, train, train_in};
-pub use step::{Progress, StepStats, train_step};
+pub use step::{Progress, StepStats};
 
 use std::path::{Path, PathBuf};
 

@@ -169,9 +169,9 @@ impl<'a> Run<'a> {
             let lr = self.schedule.factor(self.state.step);
             let y1 = ops::upload(&views.view_a[..], views.shape, &self.device);
             let y2 = ops::upload(&views.view_b[..], views.shape, &self.device);
-            let progress = Progress { step: self.state.step, total: self.schedule.total_steps };
+            let at = Progress { step: self.state.step, total: self.schedule.total_steps, lr };
             let model = self.model.take().expect("the model is given back by every step");
-            let (next, loss) = self.job.step(model, &mut self.optim, y1, y2, lr, config.train.precision, progress);
+            let (next, loss) = self.job.step(model, &mut self.optim, [y1, y2], config.train.precision, at);
             self.model = Some(next);
             self.state.step += 1;
             self.steps_here += 1;

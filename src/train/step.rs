@@ -1,10 +1,7 @@
-//! One optimisation step: both views forward, the method's loss, backward, the optimiser's update,
-//! then the method's own state (momentum network, queue).
+//! What a training step reports (its loss and terms, read back from the device in batches) and
+//! where it stands in the run; the step itself is [`crate::dist::Parallel::train_step`].
 
 use crate::loss::Loss;
-use crate::methods::Model;
-use crate::ops::precision::{Precision, autocast};
-use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::Tensor;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -108,27 +105,11 @@ impl<T> PendingStats<T> {
     }
 }
 
-/// Where a step stands in training: its number (0-based) and the run's total.
+/// Where a step stands in training: its number (0-based), the run's total, and the schedule's
+/// learning-rate factor there.
 #[derive(Clone, Copy, Debug)]
 pub struct Progress {
     pub step: usize,
     pub total: usize,
-}
-
-/// Updates `model` on one batch of two views (`N×3×H×W` each, on the model's autodiff device);
-/// `lr` is the schedule's factor for this step; convolutions and matrix products run in
-/// `precision` (the weights and the optimiser stay f32).
-pub fn train_step(
-    model: Model,
-    optim: &mut ModuleOptimizer,
-    y1: Tensor<4>,
-    y2: Tensor<4>,
-    lr: f64,
-    precision: Precision,
-    progress: Progress,
-) -> (Model, Loss) {
-    let (loss, state) = autocast(precision, || model.forward_step(y1, y2));
-    let grads = GradientsParams::from_grads(loss.total.backward(), &model);
-    let model = optim.step(lr, model, grads);
-    (model.after_step(state, progress.step, progress.total), loss)
+    pub lr: f64,
 }
