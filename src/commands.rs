@@ -1,11 +1,11 @@
 //! What to do with a trained checkpoint: evaluate it, embed images, export weights, draw the run.
 
 use crate::config::range::{COUNT, FRACTION, NON_NEGATIVE, POSITIVE};
-use crate::checkpoint;
+use crate::store::checkpoint;
 use crate::config::Config;
 use crate::data::{self, Split, Views};
 use crate::eval::{self, Accuracy, ProbeConfig};
-use crate::features;
+use crate::eval::features;
 use crate::methods::Model;
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
@@ -20,7 +20,7 @@ pub struct CheckpointArgs {
     #[arg(long, short = 'k', value_name = "RUN", required_unless_present = "weights")]
     pub checkpoint: Option<PathBuf>,
     #[command(flatten)]
-    pub weights: crate::weights::WeightsArgs,
+    pub weights: crate::cli::args::WeightsArgs,
     #[command(flatten)]
     pub overrides: crate::cli::args::Overrides,
     /// flex, ndarray, cuda, wgpu, tch [default: the config's].
@@ -75,7 +75,7 @@ impl CheckpointArgs {
     }
 
     fn weights_model(&self, file: &Path, config: &Config, device: &Device) -> Result<Model> {
-        crate::weights::model_from(file, config, device, "--arch, --stem and --width")
+        crate::store::weights::model_from(file, config, device, "--arch, --stem and --width")
     }
 
     fn device(&self, config: &Config) -> Result<Device> {
@@ -283,7 +283,7 @@ pub fn export(args: &CheckpointArgs, format: &str, out: &Path) -> Result<()> {
         bail!("--format {format} is not supported; use safetensors");
     }
     let (config, model, _) = args.load()?;
-    crate::export::export_safetensors(&model.backbone, out)?;
+    crate::store::torchvision::export_safetensors(&model.backbone, out)?;
     let m = &config.model;
     let name = |v: &dyn std::fmt::Debug| format!("{v:?}").to_lowercase();
     println!(

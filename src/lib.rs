@@ -3,7 +3,6 @@
 
 pub mod backend;
 pub mod bench;
-pub mod checkpoint;
 pub mod cli;
 pub mod commands;
 pub mod compare;
@@ -12,8 +11,6 @@ pub mod config;
 pub mod data;
 pub mod dist;
 pub mod eval;
-pub mod export;
-pub mod features;
 pub mod files;
 #[cfg(feature = "cubecl")]
 pub mod gpu;
@@ -24,5 +21,5 @@ pub mod model;
 pub mod ops;
 pub mod optim;
 pub mod plot;
+pub mod store;
 pub mod train;
-pub mod weights;

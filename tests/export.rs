@@ -2,7 +2,7 @@
 
 mod common;
 
-use barlow::export::{export_safetensors, import};
+use barlow::store::torchvision::{export_safetensors, import};
 use barlow::model::{Arch, ResNet, ResNetConfig, Stem};
 use burn::module::Module;
 use burn::tensor::{Device, Distribution, Tensor};

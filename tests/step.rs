@@ -19,7 +19,7 @@ fn model(device: &Device) -> Model {
     let path = fixture("step_r18_w4.safetensors");
     let encoder = ResNetConfig::new(Arch::Resnet18).with_stem(Stem::Cifar).with_width(4).with_zero_init_residual(false);
     let mut model = MethodConfig::barlow(encoder, vec![32, 32, 16], LAMBDA).init(device);
-    model.backbone = barlow::export::import(model.backbone, &path).unwrap();
+    model.backbone = barlow::store::torchvision::import(model.backbone, &path).unwrap();
     // The official projector is an nn.Sequential: Linear, BN, ReLU, Linear, BN, ReLU, Linear.
     let remap = KeyRemapper::from_patterns(vec![
         (r"^projector\.0\.", "hidden.0.0."),

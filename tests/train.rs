@@ -198,6 +198,6 @@ fn the_quick_preset_learns() {
     let exported = dir.path().join("encoder.safetensors");
     cli(&["export", "-k", ckpt, "--out", exported.to_str().unwrap()]);
     let device = barlow::backend::device("auto").unwrap();
-    let (config, _) = barlow::checkpoint::load_model(&dir.path().join("checkpoint.bin"), &device).unwrap();
-    barlow::export::import(config.model().encoder.init(&device), &exported).unwrap();
+    let (config, _) = barlow::store::checkpoint::load_model(&dir.path().join("checkpoint.bin"), &device).unwrap();
+    barlow::store::torchvision::import(config.model().encoder.init(&device), &exported).unwrap();
 }

@@ -40,7 +40,7 @@ fn tensors(bytes: &[u8]) -> std::collections::BTreeMap<String, (String, Vec<usiz
 fn exported(encoder: &ResNet) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("e.safetensors");
-    barlow::export::export_safetensors(encoder, &path).unwrap();
+    barlow::store::torchvision::export_safetensors(encoder, &path).unwrap();
     std::fs::read(path).unwrap()
 }
 
@@ -90,8 +90,8 @@ fn full_size_torchvision_resnet18_in_every_container_comes_back_tensor_for_tenso
 fn the_official_release_layouts_give_the_same_encoder() {
     let device = barlow::backend::device("auto").unwrap();
     let fresh = || ResNetConfig::new(Arch::Resnet50).with_width(2).init(&device);
-    let encoder = barlow::export::import(fresh(), &common::fixture("official_resnet50_w2.pth")).unwrap();
-    let from_checkpoint = barlow::export::import(fresh(), &common::fixture("official_checkpoint_w2.pth")).unwrap();
+    let encoder = barlow::store::torchvision::import(fresh(), &common::fixture("official_resnet50_w2.pth")).unwrap();
+    let from_checkpoint = barlow::store::torchvision::import(fresh(), &common::fixture("official_checkpoint_w2.pth")).unwrap();
     let (a, b) = (tensors(&exported(&encoder)), tensors(&exported(&from_checkpoint)));
     assert_eq!(a, b);
     assert_eq!(a.len(), 318, "torchvision's ResNet-50 without fc");
@@ -159,12 +159,12 @@ fn missing_tensors_are_named() {
     let path = dir.path().join("partial.safetensors");
     std::fs::write(&path, safetensors::serialize(kept, None).unwrap()).unwrap();
     let device = barlow::backend::device("auto").unwrap();
-    let err = barlow::export::import(ResNetConfig::new(Arch::Resnet18).with_width(2).init(&device), &path).unwrap_err();
+    let err = barlow::store::torchvision::import(ResNetConfig::new(Arch::Resnet18).with_width(2).init(&device), &path).unwrap_err();
     let msg = format!("{err:#}");
     assert!(msg.contains("partial.safetensors: 2 of the 100 tensors of this encoder are missing from the file: \
         `layer4.1.bn2.running_mean`, `layer4.1.bn2.running_var`"), "{msg}");
     // Another network's weights altogether: what the file holds instead is shown.
-    let err = barlow::export::import(ResNetConfig::new(Arch::Resnet18).init(&device), &common::fixture("views.safetensors")).unwrap_err();
+    let err = barlow::store::torchvision::import(ResNetConfig::new(Arch::Resnet18).init(&device), &common::fixture("views.safetensors")).unwrap_err();
     assert!(format!("{err:#}").contains("none of the tensors of this encoder are in the file (its tensors are named like `blur_"), "{err:#}");
 }
 
@@ -220,7 +220,7 @@ fn train_init_resumes_bitwise_and_notices_a_changed_file() {
     ok(&["train", "--resume", "--out", broken.to_str().unwrap(), "--set=train.max_steps=100"]);
     let weights = |out: &Path| {
         let device = barlow::backend::device("auto").unwrap();
-        let (_, model) = barlow::checkpoint::load_model(&out.join("checkpoint.bin"), &device).unwrap();
+        let (_, model) = barlow::store::checkpoint::load_model(&out.join("checkpoint.bin"), &device).unwrap();
         use burn::store::{ModuleSnapshot, SafetensorsStore};
         let mut store = SafetensorsStore::from_bytes(None);
         model.save_into(&mut store).unwrap();
@@ -244,8 +244,8 @@ fn train_init_resumes_bitwise_and_notices_a_changed_file() {
 fn the_initial_encoder_is_the_files() {
     let device = barlow::backend::device("auto").unwrap();
     let mut config = barlow::config::Config::load("quick", &["model.width=2".into(), "model.stem=\"imagenet\"".into()]).unwrap();
-    config.model.init = Some(barlow::weights::record_init(&common::fixture("tv_resnet18_w2.safetensors")).unwrap());
-    let model = barlow::weights::initial_model(&config, &device).unwrap();
+    config.model.init = Some(barlow::store::weights::record_init(&common::fixture("tv_resnet18_w2.safetensors")).unwrap());
+    let model = barlow::store::weights::initial_model(&config, &device).unwrap();
     let want = tensors(&std::fs::read(fixture("tv_resnet18_w2.safetensors")).unwrap());
     let got = tensors(&exported(&model.backbone));
     let floats = |m: &std::collections::BTreeMap<String, (String, Vec<usize>, Vec<u8>)>| -> Vec<(String, Vec<u8>)> {
@@ -253,7 +253,7 @@ fn the_initial_encoder_is_the_files() {
     };
     assert_eq!(floats(&got), floats(&want));
     config.model.init = None;
-    let random = barlow::weights::initial_model(&config, &device).unwrap();
+    let random = barlow::store::weights::initial_model(&config, &device).unwrap();
     assert_ne!(floats(&tensors(&exported(&random.backbone))), floats(&want));
 }
 

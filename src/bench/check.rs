@@ -158,7 +158,7 @@ pub fn check(args: &CheckArgs) -> Result<Vec<Comparison>> {
     let mut failed = vec![];
     for name in &args.backend {
         let device = backend::device(name)?.autodiff();
-        let copy = crate::checkpoint::load_weights(config.init(&device), weights.clone())?;
+        let copy = crate::store::checkpoint::load_weights(config.init(&device), weights.clone())?;
         let got = on(&device, &copy);
         let (loss_err, worst, worst_grad) = compare(&got, &want)?;
         let ok = loss_err <= args.loss_tol && worst <= args.grad_tol;

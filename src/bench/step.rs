@@ -299,7 +299,7 @@ pub fn tune(args: &TuneArgs) -> Result<()> {
     let mut stepper = Stepper::new(&config.model(), optim, batch, size, &device.clone().autodiff());
     let warmup = warm_up(&args.warmup, || stepper.synced_step())?;
     report_warmup(&name, &warmup);
-    let eval = crate::features::batch_size(&device, size);
+    let eval = crate::eval::features::batch_size(&device, size);
     eprintln!("tuning {name}: evaluation pass, {eval} images per batch");
     let started = Instant::now();
     let encoder = burn::module::Module::valid(&stepper.model().backbone);

@@ -1,7 +1,10 @@
-//! The arguments several commands share: which config, and changes to it.
+//! The arguments several commands share: which config and changes to it, and a weights file
+//! from anywhere instead of a run.
 
 use crate::config::Config;
-use anyhow::Result;
+use crate::config::valid::WIDTH;
+use crate::model::{Arch, Stem};
+use anyhow::{Context, Result};
 use std::path::PathBuf;
 
 /// Changes to a config on the command line.
@@ -41,5 +44,53 @@ impl ConfigArgs {
     /// The named config (or `fallback` when none is named) with the overrides applied.
     pub fn load(&self, fallback: &str) -> Result<Config> {
         Config::load(self.config.as_deref().unwrap_or(fallback), &self.overrides.list())
+    }
+}
+
+/// A torchvision-layout encoder file and the ResNet it fits: the alternative to `-k RUN`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct WeightsArgs {
+    /// Use an encoder under torchvision's names instead of a run (.safetensors, .pth, .pt,
+    /// .pth.tar); images are prepared as the --config's dataset says (--help for details).
+    ///
+    /// The file holds a torchvision ResNet's state dict, bare or under `state_dict` / `model`,
+    /// with `module.` and `backbone.` prefixes dropped and `fc` ignored: the official Barlow
+    /// Twins resnet50.pth and checkpoint.pth both work. A pickle that would run code under
+    /// torch.load is refused. Images go through the --config dataset's evaluation view at
+    /// data.size (quick: 32×32; imagenet: shorter side to 256, centre 224×224; change it with
+    /// --set data.size=N), normalised with that dataset's mean and std (ImageNet's for image
+    /// folders).
+    #[arg(long, value_name = "FILE", requires = "arch", conflicts_with = "checkpoint")]
+    pub weights: Option<PathBuf>,
+    /// The file's ResNet.
+    #[arg(long, requires = "weights", value_parser = ["resnet18", "resnet34", "resnet50"])]
+    pub arch: Option<String>,
+    /// The file's stem: imagenet (torchvision's 7×7 convolution and max-pool) or cifar (3×3,
+    /// no max-pool) [default: imagenet].
+    #[arg(long, requires = "weights", value_parser = ["imagenet", "cifar"])]
+    pub stem: Option<String>,
+    /// The file's first-stage channels [default: 64, torchvision's].
+    #[arg(long, requires = "weights", value_parser = WIDTH.parser::<usize>())]
+    pub width: Option<usize>,
+    /// With --weights: the dataset and evaluation settings, a preset or TOML file [default: quick,
+    /// the embedded Fashion-MNIST sample]. -k uses the run's own.
+    #[arg(long, short = 'c', requires = "weights")]
+    pub config: Option<String>,
+}
+
+impl WeightsArgs {
+    /// The `--config` (with `overrides`) describing the file's encoder, or `None` without --weights.
+    pub fn config(&self, overrides: &[String]) -> Result<Option<(PathBuf, Config)>> {
+        let Some(file) = &self.weights else { return Ok(None) };
+        let mut config = Config::load(self.config.as_deref().unwrap_or("quick"), overrides)?;
+        let arch = self.arch.as_deref().context("--weights needs --arch")?;
+        config.model.arch = arch.parse::<Arch>().map_err(anyhow::Error::msg)?;
+        config.model.stem = match self.stem.as_deref().unwrap_or("imagenet") {
+            "cifar" => Stem::Cifar,
+            _ => Stem::Imagenet,
+        };
+        config.model.width = self.width.unwrap_or(64);
+        config.model.init = None;
+        Ok(Some((file.clone(), config)))
     }
 }

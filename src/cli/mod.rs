@@ -234,7 +234,7 @@ fn hold_and_configure(args: &TrainArgs, comm: &crate::collective::Comm) -> Resul
     };
     let mut config = args.config.load(&fallback)?;
     if let Some(file) = &args.init {
-        config.model.init = Some(crate::weights::record_init(file)?);
+        config.model.init = Some(crate::store::weights::record_init(file)?);
     }
     let lock = if args.resume { resumed } else { hold()? };
     Ok((config, lock))

@@ -12,7 +12,7 @@ pub mod report;
 
 use crate::config::range::COUNT;
 use crate::config::valid::{BATCH, EPOCHS};
-use crate::checkpoint::Checkpoint;
+use crate::store::checkpoint::Checkpoint;
 use crate::cli::args::Overrides;
 use crate::config::Config;
 use crate::eval::ProbeConfig;
@@ -298,10 +298,10 @@ fn linear(run: &Run, epochs: usize) -> Result<f64> {
         return Ok(saved.top1);
     }
     let device = crate::backend::device(&run.config.train.backend)?;
-    let (config, model) = crate::checkpoint::load_model(&crate::train::checkpoint_path(&run.dir), &device)?;
+    let (config, model) = crate::store::checkpoint::load_model(&crate::train::checkpoint_path(&run.dir), &device)?;
     let acc = crate::eval::frozen::linear(&model.valid(), &config, ProbeConfig::new().with_epochs(epochs), &device)?;
     println!("linear probe of {} ({epochs} epochs): top-1 {:.2}%  top-5 {:.2}%", run.dir.display(), acc.top1, acc.top5);
     let top1 = acc.top1;
-    crate::checkpoint::write_atomically(&path, serde_json::to_string(&Saved { epochs, top1 })?.as_bytes())?;
+    crate::store::checkpoint::write_atomically(&path, serde_json::to_string(&Saved { epochs, top1 })?.as_bytes())?;
     Ok(top1)
 }

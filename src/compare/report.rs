@@ -9,8 +9,8 @@ use std::path::Path;
 
 /// Rewrites the three files from the runs finished so far.
 pub fn write(out: &Path, cmp: &Comparison, batch_sizes: &[usize], done: &[(Run, Outcome)]) -> Result<()> {
-    crate::checkpoint::write_atomically(&out.join("compare.csv"), csv(done).as_bytes())?;
-    crate::checkpoint::write_atomically(&out.join("compare.md"), markdown(cmp, batch_sizes, done).as_bytes())?;
+    crate::store::checkpoint::write_atomically(&out.join("compare.csv"), csv(done).as_bytes())?;
+    crate::store::checkpoint::write_atomically(&out.join("compare.md"), markdown(cmp, batch_sizes, done).as_bytes())?;
     super::plot::accuracy_by_batch(&series(done), baseline(done), &title(done), &out.join("compare.png"))
 }
 

@@ -5,7 +5,7 @@
 use crate::collective::meter::{self, Totals};
 use super::step::{Parallel, broadcast_module};
 use crate::collective::{Comm, prefix, watchdog};
-use crate::checkpoint::Checkpoint;
+use crate::store::checkpoint::Checkpoint;
 use crate::config::Config;
 use crate::loss::Loss;
 use crate::methods::Model;

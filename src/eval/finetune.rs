@@ -4,7 +4,7 @@
 use super::Accuracy;
 use super::linear::{cosine, head, label_tensor, sgd, topk_accuracy};
 use crate::data::{self, Dataset, Views};
-use crate::features;
+use super::features;
 use crate::model::ResNet;
 use anyhow::Result;
 use burn::module::Module;

@@ -3,7 +3,7 @@
 use super::{Accuracy, ProbeConfig, linear_probe};
 use crate::config::Config;
 use crate::data::{self, Dataset, Views};
-use crate::features;
+use super::features;
 use crate::methods::Model;
 use anyhow::{Context, Result};
 use burn::tensor::{Device, Tensor};

@@ -1,6 +1,7 @@
-//! Evaluation of the learned representation: the weighted kNN monitor, the linear probe
+//! Evaluation of the learned representation: frozen features, the weighted kNN monitor, the linear probe
 //! and fine-tuning.
 
+pub mod features;
 pub mod finetune;
 pub mod frozen;
 pub mod knn;

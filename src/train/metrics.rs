@@ -90,5 +90,5 @@ pub fn truncate_after(path: &Path, step: usize) -> Result<()> {
             text.push('\n');
         }
     }
-    crate::checkpoint::write_atomically(path, text.as_bytes())
+    crate::store::checkpoint::write_atomically(path, text.as_bytes())
 }

@@ -5,7 +5,7 @@ use super::metrics::Metrics;
 use crate::config::Config;
 use crate::data;
 use crate::eval::{Accuracy, knn_accuracy};
-use crate::features;
+use crate::eval::features;
 use crate::methods::Model;
 use anyhow::{Context, Result};
 use burn::module::Module;

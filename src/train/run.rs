@@ -5,7 +5,7 @@ use super::metrics::{EpochRecord, Metrics, StepRecord};
 use super::plots;
 use super::report::{diverged_advice, knn_monitor, log, progress_bar, short, step_fits};
 use super::step::{PendingStats, Progress, StepStats};
-use crate::checkpoint::{self, RunState};
+use crate::store::checkpoint::{self, RunState};
 use crate::collective;
 use crate::config::Config;
 use crate::data::{self, Batch, Dataset, Monitor};
@@ -270,7 +270,7 @@ fn restore(job: &Job, config: &Config, out: &Path, resume: bool, device: &Device
     let state = RunState { epoch: 0, step: 0, config: config.to_toml() };
     let optim = config.optimizer(schedule);
     if !resume {
-        let model = crate::weights::initial_model(config, device)?;
+        let model = crate::store::weights::initial_model(config, device)?;
         if job.writes() {
             checkpoint::write_atomically(&out.join("config.toml"), config.to_toml().as_bytes())?;
         }

@@ -84,7 +84,7 @@ pub fn torch_python() -> Option<std::path::PathBuf> {
 pub fn checkpoint_weights(out: &std::path::Path) -> Vec<u8> {
     use burn::store::{ModuleSnapshot, SafetensorsStore};
     let device = barlow::backend::device("auto").unwrap();
-    let (_, model) = barlow::checkpoint::load_model(&out.join("checkpoint.bin"), &device).unwrap();
+    let (_, model) = barlow::store::checkpoint::load_model(&out.join("checkpoint.bin"), &device).unwrap();
     let mut store = SafetensorsStore::from_bytes(None);
     model.save_into(&mut store).unwrap();
     store.get_bytes().unwrap()

@@ -101,16 +101,16 @@ fn damaged_or_non_finite_checkpoints_are_refused_naming_the_file() {
     // A NaN in the weights, in a file whose checksum is right: the file says what it holds.
     std::fs::write(&path, &good).unwrap();
     let device = common::plain_device();
-    let (config, mut model) = barlow::checkpoint::load_model(&path, &device).unwrap();
+    let (config, mut model) = barlow::store::checkpoint::load_model(&path, &device).unwrap();
     use burn::store::ModuleSnapshot;
     let first = model.collect(None, None, false).into_iter().find(|t| t.dtype.is_float()).unwrap();
     let n: usize = first.shape.iter().product();
     let nan = TensorData::new(vec![f32::NAN; n], first.shape.clone());
     let name = first.name.clone();
     model.apply(vec![burn::store::bridge::from_data(nan, name.clone(), None)], None, None, false);
-    let state = barlow::checkpoint::Checkpoint::read(&path).unwrap().state;
+    let state = barlow::store::checkpoint::Checkpoint::read(&path).unwrap().state;
     let optim = config.optimizer(&config.schedule(8));
-    barlow::checkpoint::save(&path, &state, &model, &optim).unwrap();
+    barlow::store::checkpoint::save(&path, &state, &model, &optim).unwrap();
     for args in [&k[..], &["train", "--resume", "--out", run.to_str().unwrap()]] {
         let err = refused(args);
         assert!(err.contains("checkpoint.bin") && err.contains(&format!("`{name}` holds")) && err.contains("non-finite"),

@@ -133,7 +133,7 @@ fn fuzz_the_pickle_scanner() {
     let (_dir, path) = scratch("x.pth");
     fuzz("pickle", &corpus("pickle", &fixtures), |bytes| {
         std::fs::write(&path, bytes).unwrap();
-        _ = barlow::weights::pickle::check(&path);
+        _ = barlow::store::pickle::check(&path);
     });
 }
 
@@ -145,7 +145,7 @@ fn fuzz_the_safetensors_and_pth_readers() {
     let (_dir, path) = scratch("w");
     fuzz("weights", &corpus("pickle", &fixtures), |bytes| {
         std::fs::write(&path, bytes).unwrap();
-        _ = barlow::export::import(encoder.clone(), &path);
+        _ = barlow::store::torchvision::import(encoder.clone(), &path);
     });
 }
 
@@ -211,7 +211,7 @@ fn fuzz_the_checkpoint_reader() {
             let digest = <sha2::Sha256 as sha2::Digest>::digest(&sealed[..body]);
             sealed[body..].copy_from_slice(&digest);
         }
-        if let Ok(ckpt) = barlow::checkpoint::Checkpoint::parse(&sealed) {
+        if let Ok(ckpt) = barlow::store::checkpoint::Checkpoint::parse(&sealed) {
             _ = ckpt.apply(model.clone(), config.optimizer(&config.schedule(8)));
         }
     });

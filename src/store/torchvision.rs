@@ -35,12 +35,12 @@ pub fn export_safetensors(encoder: &ResNet, path: &Path) -> Result<()> {
         .map(|(name, (dtype, shape, data))| Ok((name, safetensors::tensor::TensorView::new(dtype, shape, data)?)))
         .collect::<Result<_, safetensors::SafeTensorError>>()?;
     let out = safetensors::serialize(views, None).context("serialising the encoder")?;
-    crate::checkpoint::write_atomically(path, &out)
+    crate::store::checkpoint::write_atomically(path, &out)
 }
 
 /// Loads torchvision-named encoder weights into `encoder` (built with the same architecture):
 /// a safetensors file or a PyTorch checkpoint (`.pth`, `.pt`, `.pth.tar`), told apart by their
-/// contents. A checkpoint's pickle is checked first ([`crate::weights::pickle`]) and then read by
+/// contents. A checkpoint's pickle is checked first ([`crate::store::pickle`]) and then read by
 /// burn's reader, which rebuilds tensors without executing anything from the file.
 ///
 /// The tensors may be the whole file or under `state_dict` / `model` (a training checkpoint),
@@ -69,7 +69,7 @@ pub fn import_as(mut encoder: ResNet, path: &Path, what: &str) -> Result<ResNet>
             .validate(false);
         encoder.load_from(&mut store).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
     } else {
-        crate::weights::pickle::check(path)?;
+        crate::store::pickle::check(path)?;
         // A bare state dict first, then the keys training checkpoints keep it under: the first
         // reading that fits some of the encoder wins.
         let mut best: Option<ApplyResult> = None;
@@ -96,7 +96,7 @@ pub fn import_as(mut encoder: ResNet, path: &Path, what: &str) -> Result<ResNet>
         }
     };
     check_fit(&encoder, &result, path, what)?;
-    crate::checkpoint::finite(&encoder).with_context(|| format!("{}: not usable weights", path.display()))?;
+    crate::store::checkpoint::finite(&encoder).with_context(|| format!("{}: not usable weights", path.display()))?;
     Ok(encoder)
 }
 
