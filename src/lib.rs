@@ -4,7 +4,6 @@
 pub mod backend;
 pub mod bench;
 pub mod cli;
-pub mod commands;
 pub mod compare;
 pub mod collective;
 pub mod config;

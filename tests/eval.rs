@@ -67,7 +67,7 @@ fn label_subsets_are_balanced_and_fixed_by_the_seed() {
 
 #[test]
 fn npy_files_have_an_aligned_header() {
-    let bytes = barlow::commands::npy(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2, 3);
+    let bytes = barlow::cli::commands::npy(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2, 3);
     assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00");
     let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
     assert_eq!((10 + header_len) % 64, 0);

@@ -2,12 +2,12 @@
 //! The same weights and the same two views on each device; the loss terms and every parameter's
 //! gradient are compared with the reference backend's.
 
+use crate::backend;
 use crate::config::range::POSITIVE;
 use crate::config::valid::{BATCH, LAYER, SIZE, WIDTH};
-use crate::backend;
-use crate::methods::Model;
-use crate::methods::MethodConfig;
 use crate::methods::barlow::LAMBDA;
+use crate::methods::MethodConfig;
+use crate::methods::Model;
 use crate::model::{Arch, ResNetConfig, Stem};
 use anyhow::{Context, Result, bail};
 use burn::module::{Module, ModuleVisitor, Param};

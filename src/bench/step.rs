@@ -1,18 +1,18 @@
 //! `barlow bench step` and `barlow tune`: training steps on random views, after a warm-up that
 //! lasts until the step time has settled (GPU kernels are compiled and autotuned on first use).
 
+use crate::backend;
+use crate::collective::Single;
 use crate::config::range::{COUNT, NON_NEGATIVE};
 use crate::config::valid::{BATCH, LAYER, SIZE, WIDTH};
-use crate::backend;
+use crate::dist::Parallel;
 use crate::loss::Loss;
-use crate::methods::{MethodConfig, Model};
 use crate::methods::barlow::LAMBDA;
+use crate::methods::{MethodConfig, Model};
 use crate::model::{Arch, ResNetConfig, Stem};
 use crate::ops::precision::Precision;
 use crate::optim::LarsConfig;
 use crate::train::step::Progress;
-use crate::collective::Single;
-use crate::dist::Parallel;
 use crate::train::StepStats;
 use anyhow::Result;
 use burn::optim::ModuleOptimizer;

@@ -1,6 +1,7 @@
 //! The `barlow` command line.
 
 pub mod args;
+pub mod commands;
 
 use args::ConfigArgs;
 
@@ -25,7 +26,7 @@ pub enum Command {
     #[command(subcommand)]
     Eval(EvalCommand),
     /// Write an encoder's embeddings of a dataset (.npy or .safetensors, ids alongside).
-    Embed(crate::commands::EmbedArgs),
+    Embed(commands::EmbedArgs),
     /// Write an encoder under torchvision's names (loads with strict=True); with --weights, a
     /// converter from .pth to .safetensors.
     Export(ExportArgs),
@@ -52,7 +53,7 @@ pub enum EvalCommand {
     /// Weighted kNN (cosine, k=200, T=0.1 unless given) on the test split.
     Knn {
         #[command(flatten)]
-        checkpoint: crate::commands::CheckpointArgs,
+        checkpoint: commands::CheckpointArgs,
         /// Neighbours that vote [default: the run's train.knn_k].
         #[arg(long, value_parser = COUNT.parser::<usize>())]
         k: Option<usize>,
@@ -61,13 +62,13 @@ pub enum EvalCommand {
         t: Option<f64>,
     },
     /// A linear classifier on the frozen encoder's features.
-    Linear(crate::commands::LinearArgs),
+    Linear(commands::LinearArgs),
 }
 
 #[derive(clap::Args, Debug)]
 pub struct ExportArgs {
     #[command(flatten)]
-    pub checkpoint: crate::commands::CheckpointArgs,
+    pub checkpoint: commands::CheckpointArgs,
     #[arg(long, default_value = "safetensors")]
     pub format: String,
     #[arg(long, short, default_value = "encoder.safetensors")]
@@ -140,11 +141,11 @@ pub struct PreviewArgs {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(args) => train(args),
-        Command::Eval(EvalCommand::Knn { checkpoint, k, t }) => crate::commands::knn(&checkpoint, k, t).map(|_| ()),
-        Command::Eval(EvalCommand::Linear(args)) => crate::commands::linear(&args).map(|_| ()),
-        Command::Embed(args) => crate::commands::embed(&args),
-        Command::Export(args) => crate::commands::export(&args.checkpoint, &args.format, &args.out),
-        Command::Plot { run } => crate::commands::plot(&run),
+        Command::Eval(EvalCommand::Knn { checkpoint, k, t }) => commands::knn(&checkpoint, k, t).map(|_| ()),
+        Command::Eval(EvalCommand::Linear(args)) => commands::linear(&args).map(|_| ()),
+        Command::Embed(args) => commands::embed(&args),
+        Command::Export(args) => commands::export(&args.checkpoint, &args.format, &args.out),
+        Command::Plot { run } => commands::plot(&run),
         Command::Data(DataCommand::Preview(args)) => preview(args),
         Command::Bench(Bench::Step(args)) => crate::bench::step(&args).map(|_| ()),
         Command::Bench(Bench::Loader(args)) => crate::bench::loader(&args).map(|_| ()),

@@ -1,10 +1,10 @@
 //! [`Collective`] over MPI (rsmpi): the job that `mpirun -np N` or `srun` started, host buffers
 //! only (`MPI_Allreduce` on memory every backend can copy to), so it runs with any backend.
 
+use super::ChannelSum;
+use super::Collective;
 use super::meter::{self, Kind};
 use super::watchdog;
-use super::Collective;
-use super::ChannelSum;
 use anyhow::{Result, bail};
 use mpi::collective::SystemOperation;
 use mpi::datatype::Equivalence;

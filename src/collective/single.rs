@@ -1,7 +1,7 @@
 //! The one-process job: every collective operation leaves its data as it is.
 
-use super::Collective;
 use super::ChannelSum;
+use super::Collective;
 
 /// A job of one process (no launcher, or a binary built without MPI).
 #[derive(Debug, Clone, Copy, Default)]

@@ -17,16 +17,16 @@
 // burn marks its LibTorch backend deprecated; barlow still runs on it.
 #![cfg_attr(feature = "tch", allow(deprecated))]
 
-use super::meter::{self, Kind};
-use super::Comm;
 use super::ChannelSync;
+use super::Comm;
+use super::meter::{self, Kind};
+use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::autodiff::Autodiff;
-use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, DType, Dispatch, TensorMetadata, backend_extension};
+use burn::backend::tensor::FloatTensor;
 use burn::tensor::{Slice, Tensor, TensorData};
 
 /// The collectives as tensor operations; the default bodies stage through host memory and

@@ -3,9 +3,9 @@
 //!
 //! Sums run in rank order on every worker, so every worker gets the same bits, as from MPI.
 
+use super::ChannelSum;
 use super::Collective;
 use super::meter::{self, Kind};
-use super::ChannelSum;
 use std::sync::{Arc, Barrier, Mutex};
 
 /// One worker of a group made by [`ThreadGroup::new`]; run each on its own thread.

@@ -7,8 +7,8 @@
 //! answering without dying (a hung driver, a stopped process, a lost node) is noticed by nobody.
 //! The watchdog covers that case from inside each process.
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 static START: OnceLock<Instant> = OnceLock::new();

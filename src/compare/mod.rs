@@ -10,13 +10,13 @@
 mod plot;
 pub mod report;
 
-use crate::config::range::COUNT;
-use crate::config::valid::{BATCH, EPOCHS};
-use crate::store::checkpoint::Checkpoint;
 use crate::cli::args::Overrides;
 use crate::config::Config;
+use crate::config::range::COUNT;
+use crate::config::valid::{BATCH, EPOCHS};
 use crate::eval::ProbeConfig;
 use crate::methods::Method;
+use crate::store::checkpoint::Checkpoint;
 use crate::train::metrics::{self, Record};
 use anyhow::{Context, Result, bail};
 use burn::module::Module;

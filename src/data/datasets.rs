@@ -1,7 +1,7 @@
 //! The dataset formats: CIFAR binary, IDX (MNIST, Fashion-MNIST), STL-10 binary, image folders.
 
-use super::download;
 use super::{Dataset, Image, Images, Normalize};
+use super::download;
 use crate::config::DataConfig;
 use anyhow::{Context, Result, bail};
 use std::io::Read;

@@ -2,15 +2,15 @@
 //! its own, whether it writes the run's files (rank 0 does), the step, and how a failure on
 //! any worker ends the whole job with a message instead of a hang.
 
-use crate::collective::meter::{self, Totals};
 use super::step::{Parallel, broadcast_module};
 use crate::collective::{Comm, prefix, watchdog};
-use crate::store::checkpoint::Checkpoint;
+use crate::collective::meter::{self, Totals};
 use crate::config::Config;
 use crate::loss::Loss;
 use crate::methods::Model;
-use crate::train::Progress;
 use crate::ops::precision::Precision;
+use crate::store::checkpoint::Checkpoint;
+use crate::train::Progress;
 use anyhow::{Context, Result, bail};
 use burn::optim::ModuleOptimizer;
 use burn::tensor::Tensor;

@@ -1,11 +1,11 @@
 //! The Barlow Twins loss over every worker's batch: C = Σ_workers ẑ_Aᵀ ẑ_B / N_global, with ẑ
 //! standardised over the global batch, and the same loss on every worker.
 
+use crate::collective::ChannelSync;
 use crate::collective::Comm;
 use crate::collective::tensor::{all_reduce_sum, all_reduce_sum_detached};
 use crate::loss::BN_EPS;
 use crate::methods::barlow::{BarlowLoss, barlow_loss_from_c, cross_correlation as local_correlation};
-use crate::collective::ChannelSync;
 use burn::tensor::Tensor;
 
 /// How the workers' shares of C are summed.

@@ -2,16 +2,16 @@
 //! global batch, and every worker applies the same averaged gradients, so the weights stay equal.
 
 use super::loss::{Reduce, cross_correlation};
-use crate::collective::meter::{self, Kind};
+use crate::collective::ChannelSync;
 use crate::collective::Comm;
+use crate::collective::meter::{self, Kind};
 use crate::collective::tensor::{all_gather, all_reduce_sum};
 use crate::loss::Loss;
 use crate::methods::barlow::{BarlowLoss, barlow_loss_from_c};
 use crate::methods::{Model, Objective, StepState};
-use crate::train::Progress;
-use crate::collective::ChannelSync;
 use crate::ops::modules::synchronised;
 use crate::ops::precision::{Precision, autocast};
+use crate::train::Progress;
 use anyhow::{Context, Result};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{GradientsParams, ModuleOptimizer};

@@ -2,9 +2,9 @@
 //! images, with separate learning rates (evaluate.py's `--weights finetune`).
 
 use super::Accuracy;
+use super::features;
 use super::linear::{cosine, head, label_tensor, sgd, topk_accuracy};
 use crate::data::{self, Dataset, Views};
-use super::features;
 use crate::model::ResNet;
 use anyhow::Result;
 use burn::module::Module;

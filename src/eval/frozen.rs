@@ -1,9 +1,9 @@
 //! A frozen encoder on a config's labeled splits: its features, and the linear probe on them.
 
 use super::{Accuracy, ProbeConfig, linear_probe};
+use super::features;
 use crate::config::Config;
 use crate::data::{self, Dataset, Views};
-use super::features;
 use crate::methods::Model;
 use anyhow::{Context, Result};
 use burn::tensor::{Device, Tensor};

@@ -3,12 +3,12 @@
 
 use super::{Kernels, Running};
 use crate::collective::ChannelSync;
-use burn::backend::{Backend, TensorMetadata};
+use burn::backend::autodiff::{Autodiff, NodeId};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::autodiff::{Autodiff, NodeId};
+use burn::backend::{Backend, TensorMetadata};
 use burn::backend::ops::ConvOptions;
 use burn::backend::tensor::FloatTensor;
 use burn::tensor::FloatDType;

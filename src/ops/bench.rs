@@ -1,14 +1,14 @@
 //! `barlow bench ops`: where a training step's time goes, operation by operation — burn's CPU
 //! ops against ours on the exact layer shapes of the step (PyTorch: `scripts/torch_ops.py`).
 
+use super::conv::ConvShape;
+use super::Kernels;
 use crate::config::range::COUNT;
 use crate::config::valid::{BATCH, LAYER, SIZE, WIDTH};
-use super::Kernels;
-use super::conv::ConvShape;
 use crate::model::{Arch, ResNetConfig, Stem};
 use anyhow::{Result, bail};
-use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
+use burn::backend::Flex;
 use burn::backend::ops::{ActivationOps, ConvOptions, ModuleOps};
 use burn::tensor::TensorData;
 use std::time::Instant;

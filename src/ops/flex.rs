@@ -1,16 +1,16 @@
 //! [`Kernels`] on burn's `Flex` CPU backend: f32 tensors go to our kernels, anything else
 //! (other dtypes, grouped convolutions) to burn's own ops.
 
-use super::Kernels;
-use crate::collective::ChannelSync;
 use super::batch_norm::{self, BnShape};
 use super::conv::{self, ConvShape};
 use super::elementwise;
-use burn::backend::Flex;
+use super::Kernels;
+use crate::collective::ChannelSync;
+use burn::backend::{DType, TensorMetadata};
 use burn::backend::flex::{FlexTensor, Layout};
+use burn::backend::Flex;
 use burn::backend::ops::{ActivationOps, ConvOptions, FloatTensorOps, ModuleOps};
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{DType, TensorMetadata};
 use burn::tensor::{Bytes, Shape};
 
 fn is_f32(tensors: &[&FlexTensor]) -> bool {

@@ -11,8 +11,8 @@
 
 use super::{Kernels, Running};
 use crate::collective::ChannelSync;
-use burn::backend::LibTorch;
 use burn::backend::libtorch::TchTensor;
+use burn::backend::LibTorch;
 use burn::backend::ops::{ConvOptions, ModuleOps};
 use burn::backend::tensor::FloatTensor;
 use burn::tensor::FloatDType;

@@ -32,9 +32,9 @@ mod units;
 mod winograd;
 
 use crate::collective::ChannelSync;
+use burn::backend::{Backend, Dispatch, DispatchDevice, ExtensionType, TensorMetadata, backend_extension, get_or_init_device_settings};
 use burn::backend::ops::ConvOptions;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Backend, Dispatch, DispatchDevice, ExtensionType, TensorMetadata, backend_extension, get_or_init_device_settings};
 use burn::tensor::{Device, FloatDType, Tensor, TensorData};
 use std::borrow::Cow;
 

@@ -1,15 +1,15 @@
 //! burn's `Conv2d`, `Linear` and `BatchNorm` modules run through barlow's kernels
 //! ([`super::conv2d`], [`super::batch_norm_train`]) and the current [`precision`](super::precision).
 
-use crate::collective::ChannelSync;
 use super::precision::{activation, operand, result, weight};
-use std::cell::RefCell;
+use crate::collective::ChannelSync;
 use burn::module::{Module, ModuleMapper, Param, RunningState};
 use burn::nn::{BatchNorm, Linear, PaddingConfig2d};
 use burn::nn::conv::Conv2d;
-use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 use burn::tensor::ops::ConvOptions;
+use burn::tensor::Tensor;
+use std::cell::RefCell;
 
 /// `conv.forward(x)`, in the current precision.
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {

@@ -6,8 +6,8 @@
 use super::BatchNormOutput;
 use crate::collective::ChannelSync;
 use crate::collective::tensor::reduce_with;
-use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
+use burn::tensor::Tensor;
 
 /// Per-channel mean and biased variance of `x` (`N × C × ...`) over every worker's batch, each
 /// shaped `1 × C × 1 …` to broadcast against `x`; and `x` minus the mean.

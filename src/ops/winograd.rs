@@ -13,8 +13,8 @@
 //! direct sum by rounding alone (tests/ops.rs compares both with burn's convolution: relative
 //! differences of 1e-6, as for the im2col path).
 
-use super::units::{ConvShape, Unit, for_each_unit, matmul, sum_over_units, units, with_scratch, zeros};
 use super::transpose::transpose;
+use super::units::{ConvShape, Unit, for_each_unit, matmul, sum_over_units, units, with_scratch, zeros};
 use gemm::Parallelism;
 use rayon::prelude::*;
 

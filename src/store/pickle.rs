@@ -9,9 +9,9 @@
 
 use anyhow::{Context, Result, bail};
 use std::collections::HashMap;
-use std::rc::Rc;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
+use std::rc::Rc;
 
 /// Largest pickle read into memory from a ZIP checkpoint (burn's reader has the same limit).
 const MAX_PICKLE: u64 = 100 << 20;

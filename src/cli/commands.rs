@@ -1,12 +1,12 @@
 //! What to do with a trained checkpoint: evaluate it, embed images, export weights, draw the run.
 
-use crate::config::range::{COUNT, FRACTION, NON_NEGATIVE, POSITIVE};
-use crate::store::checkpoint;
 use crate::config::Config;
+use crate::config::range::{COUNT, FRACTION, NON_NEGATIVE, POSITIVE};
 use crate::data::{self, Split, Views};
-use crate::eval::{self, Accuracy, ProbeConfig};
 use crate::eval::features;
+use crate::eval::{self, Accuracy, ProbeConfig};
 use crate::methods::Model;
+use crate::store::checkpoint;
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::tensor::Device;
