@@ -179,3 +179,39 @@ fn simsiams_predictor_keeps_its_rate_while_the_schedule_is_at_zero() {
     assert_ne!(p0["out.weight"], p1["out.weight"], "the predictor stayed put");
     assert_eq!(b0["conv1.weight"], b1["conv1.weight"], "the encoder moved at factor 0");
 }
+
+/// The values of a float32 `.npy` file as `barlow embed` writes it (format 1.0, little-endian).
+fn npy_values(path: &std::path::Path) -> Vec<f32> {
+    let bytes = std::fs::read(path).unwrap();
+    let header = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    bytes[10 + header..].chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+}
+
+#[test]
+fn checkpoints_written_before_keep_loading_resuming_and_encoding_alike() {
+    // Made by scripts/make_checkpoint_fixtures.sh: one tiny run per method, and its features.
+    for method in ["barlow", "simclr", "moco", "byol", "simsiam", "vicreg"] {
+        let dir = common::fixture("checkpoints").join(method);
+        let device = common::plain_device();
+        let (config, model) = barlow::store::checkpoint::load_model(&dir.join("checkpoint.bin"), &device).unwrap();
+        assert_eq!(config.model.method.name(), method);
+        let set = barlow::data::open(&config.data, barlow::data::Split::Test).unwrap();
+        let views = barlow::data::Views::new(&config.data.views, config.data.size, set.normalize()).unwrap();
+        let features = barlow::eval::features::encode(&model.backbone.valid(), &set, &views, &device).unwrap();
+        let got = features.into_data().convert::<f32>().into_vec::<f32>().unwrap();
+        let want = npy_values(&dir.join("features.npy"));
+        assert_eq!(got.len(), want.len(), "{method}");
+        let worst = got.iter().zip(&want).map(|(g, w)| (g - w).abs() / w.abs().max(1.0)).fold(0.0f32, f32::max);
+        assert!(worst < 1e-4, "{method}: features differ from the fixture's by {worst}");
+        // And the run goes on from it, optimiser state and all.
+        let run = tempfile::tempdir().unwrap();
+        std::fs::copy(dir.join("checkpoint.bin"), run.path().join("checkpoint.bin")).unwrap();
+        let state = barlow::store::checkpoint::Checkpoint::read(&dir.join("checkpoint.bin")).unwrap().state;
+        std::fs::write(run.path().join("config.toml"), &state.config).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_barlow"))
+            .args(["train", "--resume", "--set", "optim.epochs=2", "--out"]).arg(run.path())
+            .output().unwrap();
+        assert!(out.status.success(), "{method}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("trained 2 epochs"), "{method}");
+    }
+}
