@@ -198,7 +198,7 @@ fn checkpoints_written_before_keep_loading_resuming_and_encoding_alike() {
         let set = barlow::data::open(&config.data, barlow::data::Split::Test).unwrap();
         let views = barlow::data::Views::new(&config.data.views, config.data.size, set.normalize()).unwrap();
         let features = barlow::eval::features::encode(&model.backbone.valid(), &set, &views, &device).unwrap();
-        let got = features.into_data().convert::<f32>().into_vec::<f32>().unwrap();
+        let got = features.into_data().convert::<f32>().try_into_vec::<f32>().unwrap();
         let want = npy_values(&dir.join("features.npy"));
         assert_eq!(got.len(), want.len(), "{method}");
         let worst = got.iter().zip(&want).map(|(g, w)| (g - w).abs() / w.abs().max(1.0)).fold(0.0f32, f32::max);
