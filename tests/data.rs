@@ -178,9 +178,9 @@ fn loader_is_deterministic_shuffled_and_drops_the_last_partial_batch() {
     };
     let (one, again, next) = (batches(1, 0), batches(1, 0), batches(1, 1));
     assert_eq!(one.len(), 14 / 4);
-    assert_eq!(one[0].shape, [4, 3, 8, 8]);
+    assert_eq!(one[0].views[0].shape, [4, 3, 8, 8]);
     for (x, y) in one.iter().zip(&again) {
-        assert_eq!((&x.view_a, &x.view_b, &x.indices), (&y.view_a, &y.view_b, &y.indices));
+        assert_eq!((&x.views[0].pixels, &x.views[1].pixels, &x.indices), (&y.views[0].pixels, &y.views[1].pixels, &y.indices));
     }
     let order = |bs: &[data::Batch]| bs.iter().flat_map(|b| b.indices.clone()).collect::<Vec<_>>();
     assert_ne!(order(&one), order(&next));
@@ -192,7 +192,7 @@ fn loader_is_deterministic_shuffled_and_drops_the_last_partial_batch() {
     // More threads, same batches.
     c.workers = 1;
     let single: Vec<data::Batch> = data::Loader::new(&set, &c, 4, 1, 0).unwrap().map(|b| b.unwrap()).collect();
-    assert_eq!(single[2].view_b, one[2].view_b);
+    assert_eq!(single[2].views[1].pixels, one[2].views[1].pixels);
 }
 
 #[test]
@@ -338,7 +338,7 @@ fn reused_batch_memory_gives_the_same_batches() {
     let mut streamed = 0;
     for (b, k) in data::Loader::new(&set, &c, 2, 5, 0).unwrap().zip(&kept) {
         let b = b.unwrap();
-        assert_eq!((&b.view_a, &b.view_b, &b.indices), (&k.view_a, &k.view_b, &k.indices));
+        assert_eq!((&b.views[0].pixels, &b.views[1].pixels, &b.indices), (&k.views[0].pixels, &k.views[1].pixels, &k.indices));
         streamed += 1;
     }
     assert_eq!(streamed, 24 / 2);

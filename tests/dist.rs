@@ -9,9 +9,10 @@
 
 mod common;
 
-use barlow::dist::loss::Reduce;
+use barlow::methods::{Batchwide, Crops, Reduce};
 use barlow::collective::{Collective, Comm, Single, ThreadGroup, all_gather, all_reduce_sum};
-use barlow::dist::Parallel;
+use barlow::dist::step::barlow_gradients;
+use barlow::dist::train_step;
 use barlow::methods::barlow::LAMBDA;
 use barlow::methods::{MethodConfig, Model};
 use barlow::model::{Arch, ResNetConfig, Stem};
@@ -76,7 +77,7 @@ struct Outcome {
 }
 
 /// Trains `model` for [`STEPS`] steps as one worker of `par`'s job, on its rows of each batch.
-fn run(par: &Parallel, model: &Model, device: &Device) -> Outcome {
+fn run(par: &Batchwide, model: &Model, device: &Device) -> Outcome {
     let (rank, size) = (par.comm.rank(), par.comm.size());
     let n = N / size;
     let mut model = barlow::dist::step::broadcast_module(copy(model, device), &par.comm, 0).unwrap();
@@ -85,7 +86,7 @@ fn run(par: &Parallel, model: &Model, device: &Device) -> Outcome {
     for step in 0..STEPS {
         let (y1, y2) = views(step, device);
         let (y1, y2) = (y1.narrow(0, rank * n, n), y2.narrow(0, rank * n, n));
-        let (loss, c_step, g) = par.gradients(&model, y1, y2, Precision::F32);
+        let (loss, c_step, g) = barlow_gradients(par, &model, y1, y2, Precision::F32);
         losses.push(loss.total.into_scalar::<f64>());
         if step == 0 {
             c = values(c_step);
@@ -171,7 +172,7 @@ fn threads(size: usize, reduce: Reduce, model: &Model, device: &Device) -> Vec<O
         .map(|worker| {
             let (model, device) = (model.clone(), device.clone());
             std::thread::spawn(move || {
-                let par = Parallel { comm: Arc::new(worker), sync_bn: true, reduce };
+                let par = Batchwide { comm: Arc::new(worker), sync_bn: true, reduce };
                 run(&par, &model, &device)
             })
         })
@@ -184,7 +185,7 @@ fn two_and_four_workers_train_as_one_process_with_the_global_batch() {
     let device = common::device();
     let _generator = common::seeded(&device, 7);
     let model = initial_model(&device);
-    let whole = run(&Parallel::new(Arc::new(Single), true), &model, &device);
+    let whole = run(&Batchwide::new(Arc::new(Single), true), &model, &device);
     for size in [2, 4] {
         for (rank, ours) in threads(size, Reduce::Differentiable, &model, &device).iter().enumerate() {
             let (diff, worst) = differences(ours, &whole);
@@ -199,7 +200,7 @@ fn the_non_differentiable_sum_of_c_fails_the_check() {
     let device = common::device();
     let _generator = common::seeded(&device, 7);
     let model = initial_model(&device);
-    let whole = run(&Parallel::new(Arc::new(Single), true), &model, &device);
+    let whole = run(&Batchwide::new(Arc::new(Single), true), &model, &device);
     let ours = &threads(2, Reduce::Detached, &model, &device)[0];
     let (diff, _) = differences(ours, &whole);
     // Its forward pass is right: the first loss and C agree...
@@ -309,11 +310,11 @@ fn mpi_worker() {
     let device = common::device();
     let _generator = common::seeded(&device, 7);
     let model = initial_model(&device);
-    let whole = run(&Parallel::new(Arc::new(Single), true), &model, &device);
-    let ours = run(&Parallel::new(comm.clone(), true), &model, &device);
+    let whole = run(&Batchwide::new(Arc::new(Single), true), &model, &device);
+    let ours = run(&Batchwide::new(comm.clone(), true), &model, &device);
     let (diff, worst) = differences(&ours, &whole);
     assert!(diff.is_empty(), "rank {}:\n{}", comm.rank(), diff.join("\n"));
-    let detached = run(&Parallel { comm: comm.clone(), sync_bn: true, reduce: Reduce::Detached }, &model, &device);
+    let detached = run(&Batchwide { comm: comm.clone(), sync_bn: true, reduce: Reduce::Detached }, &model, &device);
     let (diff, _) = differences(&detached, &whole);
     assert!(diff.iter().any(|d| d.starts_with("gradient")), "rank {}: the non-differentiable sum passed", comm.rank());
     println!(
@@ -370,21 +371,21 @@ fn the_other_methods_train_over_workers_as_one_process() {
             model.load_from(&mut store).unwrap();
             model
         };
-        let run = |par: &Parallel, model: Model| -> (Vec<f64>, Vec<(String, Vec<f32>)>) {
+        let run = |par: &Batchwide, model: Model| -> (Vec<f64>, Vec<(String, Vec<f32>)>) {
             let (rank, size) = (par.comm.rank(), par.comm.size());
             let (n, mut model, mut optim) = (N / size, model, LarsConfig::new().init());
             let mut losses = vec![];
             for step in 0..STEPS {
                 let (y1, y2) = views(step, &device);
                 let (y1, y2) = (y1.narrow(0, rank * n, n), y2.narrow(0, rank * n, n));
-                let at = Progress { step, total: STEPS, lr: 1.0 };
-                let (next, loss) = par.train_step(model, &mut optim, [y1, y2], Precision::F32, at);
+                let at = Progress { step, total: STEPS, steps_per_epoch: STEPS, lr: 1.0 };
+                let (next, loss) = train_step(par, model, &mut optim, Crops::pair(y1, y2), Precision::F32, at);
                 losses.push(loss.total.into_scalar::<f64>());
                 model = next;
             }
             (losses, collect(&model.valid(), None))
         };
-        let whole = run(&Parallel::new(Arc::new(Single), true), fresh());
+        let whole = run(&Batchwide::new(Arc::new(Single), true), fresh());
         for (size, sync_bn) in [(2, true), (4, true), (2, false)] {
             let models: Vec<Model> = (0..size).map(|_| fresh()).collect();
             let outcomes: Vec<_> = std::thread::scope(|scope| {
@@ -394,7 +395,7 @@ fn the_other_methods_train_over_workers_as_one_process() {
                     .map(|(worker, model)| {
                         let run = &run;
                         let comm: Comm = Arc::new(worker);
-                        let par = Parallel { comm: comm.clone(), sync_bn, reduce: Reduce::Differentiable };
+                        let par = Batchwide { comm: comm.clone(), sync_bn, reduce: Reduce::Differentiable };
                         scope.spawn(move || {
                             let outcome = run(&par, model);
                             drop(par);

@@ -3,7 +3,8 @@
 mod common;
 
 use barlow::loss::standardize;
-use barlow::methods::barlow::{barlow_loss, cross_correlation};
+use barlow::loss::cross_correlation;
+use barlow::methods::barlow::barlow_loss;
 use common::*;
 
 const FIXTURES: [&str; 4] = ["loss_n8_d16", "loss_n32_d8", "loss_n64_d64", "loss_n16_d128_l1"];

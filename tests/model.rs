@@ -2,7 +2,7 @@
 
 mod common;
 
-use barlow::methods::MethodConfig;
+use barlow::methods::{MethodConfig, Model, SelfSupervised};
 use barlow::methods::barlow::LAMBDA;
 use barlow::model::{Arch, ResNetConfig, Stem};
 use burn::module::{Module, ModuleVisitor, Param};
@@ -39,7 +39,7 @@ fn resnet50_imagenet_stem_gives_2048_features() {
 fn projector_outputs_d_and_has_no_biases() {
     let device = common::device();
     let encoder = ResNetConfig::new(Arch::Resnet18).with_stem(Stem::Cifar).with_width(8);
-    let model = MethodConfig::barlow(encoder, vec![32, 32, 16], LAMBDA).init(&device);
+    let Model::Barlow(model) = MethodConfig::barlow(encoder, vec![32, 32, 16], LAMBDA).init(&device) else { unreachable!() };
     assert!(model.projector.out.bias.is_none());
     assert!(model.projector.hidden.iter().all(|(l, _)| l.bias.is_none()));
     let x = Tensor::<4>::random([4, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);

@@ -4,11 +4,9 @@
 mod common;
 
 use barlow::config::Config;
-use barlow::methods::Model;
-use barlow::collective::Single;
-use barlow::dist::Parallel;
+use barlow::methods::momentum::Momentum;
+use barlow::methods::{Batchwide, Crops, Model};
 use barlow::train::step::Progress;
-use std::sync::Arc;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Distribution, Tensor};
 use std::collections::BTreeMap;
@@ -63,12 +61,21 @@ fn views() -> (Tensor<4>, Tensor<4>) {
     (v(), v())
 }
 
+/// The momentum network of a BYOL or MoCo model.
+fn momentum(model: &Model) -> &Momentum {
+    match model {
+        Model::Byol(byol) => &byol.momentum,
+        Model::Moco(moco) => &moco.momentum,
+        other => panic!("{} has no momentum network", other.method()),
+    }
+}
+
 fn step(model: Model, config: &Config, lr: f64, step: usize) -> Model {
     let schedule = config.schedule(4);
     let mut optim = config.optimizer(&schedule);
     let (y1, y2) = views();
-    let at = Progress { step, total: 4, lr };
-    Parallel::new(Arc::new(Single), false).train_step(model, &mut optim, [y1, y2], config.train.precision, at).0
+    let at = Progress { step, total: 4, steps_per_epoch: 4, lr };
+    barlow::dist::train_step(&Batchwide::single(), model, &mut optim, Crops::pair(y1, y2), config.train.precision, at).0
 }
 
 #[test]
@@ -77,12 +84,12 @@ fn the_momentum_network_starts_as_a_copy_with_running_statistics_of_its_own() {
     let device = common::device();
     let _generator = common::seeded(&device, 1);
     let model = config.model().init(&device);
-    let (online, target) = (tensors(&model.backbone), tensors(&model.momentum.as_ref().unwrap().backbone));
+    let (online, target) = (tensors(model.backbone()), tensors(&momentum(&model).backbone));
     assert_eq!(online, target, "the target starts as the online encoder");
     // A training-mode pass of the online encoder alone moves only its own statistics.
     let (y, _) = views();
-    let _ = model.backbone.forward(y);
-    let (online, target) = (tensors(&model.backbone), tensors(&model.momentum.as_ref().unwrap().backbone));
+    let _ = model.backbone().forward(y);
+    let (online, target) = (tensors(model.backbone()), tensors(&momentum(&model).backbone));
     assert_ne!(online["bn1.running_mean"], target["bn1.running_mean"]);
 }
 
@@ -94,14 +101,14 @@ fn an_evaluation_copy_keeps_its_running_statistics_while_training_moves_the_mode
     let device = common::device();
     let _generator = common::seeded(&device, 4);
     let model = config.model().init(&device);
-    let frozen = model.backbone.valid();
+    let frozen = model.backbone().valid();
     let before = tensors(&frozen);
     let (y, _) = views();
     for _ in 0..2 {
-        let _ = model.backbone.forward(y.clone());
+        let _ = model.backbone().forward(y.clone());
     }
     assert_eq!(tensors(&frozen), before, "the evaluation copy's statistics moved");
-    let moved = tensors(&model.backbone);
+    let moved = tensors(model.backbone());
     for stat in ["bn1.running_mean", "bn1.running_var", "layer4.1.bn2.running_var"] {
         assert_ne!(moved[stat], before[stat], "{stat} did not move");
     }
@@ -114,10 +121,11 @@ fn after_each_step_the_target_moves_towards_the_online_network_by_tau() {
     let device = common::device();
     let _generator = common::seeded(&device, 2);
     let before = config.model().init(&device);
-    let target_before = tensors(before.momentum.as_ref().unwrap());
+    let target_before = tensors(momentum(&before));
     let after = step(before, &config, 1.0, 0);
-    let online = tensors(&after.projector);
-    let target = tensors(after.momentum.as_ref().unwrap());
+    let Model::Byol(byol) = &after else { panic!("a BYOL model") };
+    let online = tensors(&byol.projector);
+    let target = tensors(momentum(&after));
     // τ at step 0 of 4 is the base, 0.9: ξ' = 0.9·ξ + 0.1·θ' (θ' after the optimiser's step).
     // Not `out.bias`: the predictor opens with Linear→BN, which cancels any shift of the
     // projector's output, so that bias's gradient is zero up to rounding.
@@ -131,7 +139,7 @@ fn after_each_step_the_target_moves_towards_the_online_network_by_tau() {
     }
     // Running statistics are the target's own (from its forward passes), not averaged in.
     let stats = "backbone.bn1.running_var";
-    let averaged: Vec<f32> = target_before[stats].iter().zip(&tensors(&after.backbone)["bn1.running_var"])
+    let averaged: Vec<f32> = target_before[stats].iter().zip(&tensors(after.backbone())["bn1.running_var"])
         .map(|(x, t)| 0.9 * x + 0.1 * t).collect();
     assert_ne!(target[stats], averaged);
 }
@@ -142,7 +150,10 @@ fn moco_enqueues_each_steps_keys_at_the_pointer() {
     let device = common::device();
     let _generator = common::seeded(&device, 3);
     let mut model = config.model().init(&device);
-    let queue = |m: &Model| tensors(m.queue.as_ref().unwrap())["keys"].clone();
+    let queue = |m: &Model| match m {
+        Model::Moco(moco) => tensors(&moco.queue)["keys"].clone(),
+        other => panic!("{} has no queue", other.method()),
+    };
     let start = queue(&model);
     assert_eq!(start.len(), 2 * 24 * 8, "one queue of 24 keys per view");
     for s in 0..4 {
@@ -172,10 +183,14 @@ fn simsiams_predictor_keeps_its_rate_while_the_schedule_is_at_zero() {
     let device = common::device();
     let _generator = common::seeded(&device, 4);
     let before = config.model().init(&device);
-    let (p0, b0) = (tensors(before.predictor.as_ref().unwrap()), tensors(&before.backbone));
+    let predictor = |m: &Model| match m {
+        Model::Simsiam(simsiam) => tensors(&simsiam.predictor),
+        other => panic!("not SimSiam: {}", other.method()),
+    };
+    let (p0, b0) = (predictor(&before), tensors(before.backbone()));
     // Factor 0: the first warm-up step. Only the fixed-rate group moves.
     let after = step(before, &config, 0.0, 0);
-    let (p1, b1) = (tensors(after.predictor.as_ref().unwrap()), tensors(&after.backbone));
+    let (p1, b1) = (predictor(&after), tensors(after.backbone()));
     assert_ne!(p0["out.weight"], p1["out.weight"], "the predictor stayed put");
     assert_eq!(b0["conv1.weight"], b1["conv1.weight"], "the encoder moved at factor 0");
 }
@@ -194,10 +209,10 @@ fn checkpoints_written_before_keep_loading_resuming_and_encoding_alike() {
         let dir = common::fixture("checkpoints").join(method);
         let device = common::plain_device();
         let (config, model) = barlow::store::checkpoint::load_model(&dir.join("checkpoint.bin"), &device).unwrap();
-        assert_eq!(config.model.method.name(), method);
+        assert_eq!(config.model.method().name(), method);
         let set = barlow::data::open(&config.data, barlow::data::Split::Test).unwrap();
         let views = barlow::data::Views::new(&config.data.views, config.data.size, set.normalize()).unwrap();
-        let features = barlow::eval::features::encode(&model.backbone.valid(), &set, &views, &device).unwrap();
+        let features = barlow::eval::features::encode(&model.backbone().valid(), &set, &views, &device).unwrap();
         let got = features.into_data().convert::<f32>().try_into_vec::<f32>().unwrap();
         let want = npy_values(&dir.join("features.npy"));
         assert_eq!(got.len(), want.len(), "{method}");

@@ -238,3 +238,83 @@ fn blur_equals_the_plain_sum_with_all_taps() {
         assert!(d < 1e-6, "sigma {sigma}: max diff {d}");
     }
 }
+
+/// Quantiles of the area fraction, log aspect ratio and centre of `draws` boxes of ours.
+fn box_quantiles(scale: (f64, f64), quantiles: &[f32], draws: usize) -> [Vec<f64>; 4] {
+    let (w, h) = (200usize, 160usize);
+    let mut rng = sample_rng(11, 0, 0);
+    let mut stats: [Vec<f64>; 4] = Default::default();
+    for _ in 0..draws {
+        let (x, y, cw, ch) = views::crop_box_in(w, h, scale, &mut rng);
+        let values = [(cw * ch) as f64 / (w * h) as f64, (cw as f64 / ch as f64).ln(),
+            (x as f64 + cw as f64 / 2.0) / w as f64, (y as f64 + ch as f64 / 2.0) / h as f64];
+        for (s, v) in stats.iter_mut().zip(values) {
+            s.push(v);
+        }
+    }
+    stats.map(|mut s| {
+        s.sort_by(f64::total_cmp);
+        // numpy's default (linear) quantile.
+        quantiles.iter().map(|&q| {
+            let pos = q as f64 * (s.len() - 1) as f64;
+            let (lo, t) = (pos.floor() as usize, pos.fract());
+            s[lo] + t * (s[(lo + 1).min(s.len() - 1)] - s[lo])
+        }).collect()
+    })
+}
+
+/// The largest difference of our boxes' quantiles from torchvision's at `name`'s scale, per
+/// statistic relative to its spread (the golden's 5%–95% range).
+fn worst_quantile_gap(f: &std::collections::HashMap<String, (Vec<usize>, Vec<f32>)>, name: &str, scale: (f64, f64)) -> f64 {
+    let ours = box_quantiles(scale, &f["quantiles"].1, 20_000);
+    let mut worst = 0f64;
+    for (stat, ours) in ["area", "log_ratio", "centre_x", "centre_y"].iter().zip(&ours) {
+        let theirs = &f[&format!("{name}.{stat}")].1;
+        let spread = (theirs[theirs.len() - 1] - theirs[0]) as f64;
+        for (a, b) in ours.iter().zip(theirs) {
+            worst = worst.max((a - *b as f64).abs() / spread);
+        }
+    }
+    worst
+}
+
+#[test]
+fn multi_crop_boxes_follow_torchvisions_random_resized_crop_at_each_scale() {
+    // Goldens by scripts/make_multicrop_fixtures.py: torchvision's own `get_params`, 20,000 draws.
+    let f = common::read_safetensors(&common::fixture("multicrop.safetensors"));
+    for name in ["dino_local", "resnet_local", "resnet_global"] {
+        let s = &f[&format!("{name}.scale")].1;
+        let scale = (s[0] as f64, s[1] as f64);
+        let gap = worst_quantile_gap(&f, name, scale);
+        assert!(gap < 0.03, "{name} {scale:?}: a quantile is {gap:.4} of the spread away from torchvision's");
+    }
+    // The check can fail: the global views' default scale is not the local crops'.
+    let gap = worst_quantile_gap(&f, "dino_local", (0.08, 1.0));
+    assert!(gap > 0.3, "boxes at (0.08, 1) pass for DINO's local crops: {gap}");
+}
+
+#[test]
+fn a_local_crop_resampled_to_96_px_matches_torchvision() {
+    let f = common::read_safetensors(&common::fixture("multicrop.safetensors"));
+    let input = image(&f, "image");
+    let b = &f["local_box"].1;
+    let want = image(&f, "local_96");
+    let got = views::resize_box(&input, (b[0] as usize, b[1] as usize, b[2] as usize, b[3] as usize), 96, 96);
+    assert!(max_diff(&got, &want) <= 1.5 / 255.0, "{}", max_diff(&got, &want));
+}
+
+#[test]
+fn local_crops_leave_the_global_views_as_they_were() {
+    let img = Image { width: 40, height: 30, pixels: (0..40 * 30 * 3).map(|i| ((i * 37) % 255) as f32 / 255.0).collect() };
+    let plain = Views::new("imagenet", 16, Normalize::gray(0.5, 0.25)).unwrap();
+    let multi = plain.clone().with_crops((0.08, 1.0), 3, 8, (0.05, 0.4));
+    assert_eq!(multi.count(), 5);
+    let (mut a, mut b) = (vec![0f32; 3 * 16 * 16], vec![0f32; 3 * 16 * 16]);
+    plain.pair(&img, &mut sample_rng(1, 2, 3), &mut a, &mut b);
+    let mut bufs: Vec<Vec<f32>> = (0..5).map(|v| vec![0f32; 3 * multi.side(v) * multi.side(v)]).collect();
+    let mut out: Vec<&mut [f32]> = bufs.iter_mut().map(|v| &mut v[..]).collect();
+    multi.crops(&img, &mut sample_rng(1, 2, 3), &mut out);
+    assert_eq!((&bufs[0], &bufs[1]), (&a, &b), "the global views changed");
+    assert_eq!(bufs[2].len(), 3 * 8 * 8);
+    assert!(bufs[2] != bufs[3] && bufs[3] != bufs[4], "local crops are drawn apart");
+}

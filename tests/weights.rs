@@ -247,14 +247,14 @@ fn the_initial_encoder_is_the_files() {
     config.model.init = Some(barlow::store::weights::record_init(&common::fixture("tv_resnet18_w2.safetensors")).unwrap());
     let model = barlow::store::weights::initial_model(&config, &device).unwrap();
     let want = tensors(&std::fs::read(fixture("tv_resnet18_w2.safetensors")).unwrap());
-    let got = tensors(&exported(&model.backbone));
+    let got = tensors(&exported(model.backbone()));
     let floats = |m: &std::collections::BTreeMap<String, (String, Vec<usize>, Vec<u8>)>| -> Vec<(String, Vec<u8>)> {
         m.iter().filter(|(n, _)| !n.ends_with("num_batches_tracked")).map(|(n, t)| (n.clone(), t.2.clone())).collect()
     };
     assert_eq!(floats(&got), floats(&want));
     config.model.init = None;
     let random = barlow::store::weights::initial_model(&config, &device).unwrap();
-    assert_ne!(floats(&tensors(&exported(&random.backbone))), floats(&want));
+    assert_ne!(floats(&tensors(&exported(random.backbone()))), floats(&want));
 }
 
 #[test]

@@ -4,10 +4,11 @@
 
 use crate::backend;
 use crate::config::range::POSITIVE;
-use crate::config::valid::{BATCH, LAYER, SIZE, WIDTH};
+use crate::config::range::LAYER;
+use crate::config::valid::{BATCH, SIZE, WIDTH};
 use crate::methods::barlow::LAMBDA;
 use crate::methods::MethodConfig;
-use crate::methods::Model;
+use crate::methods::{Batchwide, Crops, Model, Stage};
 use crate::model::{Arch, ResNetConfig, Stem};
 use anyhow::{Context, Result, bail};
 use burn::module::{Module, ModuleVisitor, Param};
@@ -71,7 +72,7 @@ pub struct Comparison {
 
 /// The loss and gradients of one step of `model` (on an autodiff device) on two views.
 pub fn step_values(model: &Model, y1: Tensor<4>, y2: Tensor<4>) -> StepValues {
-    let loss = model.forward(y1, y2);
+    let loss = model.forward(&Crops::pair(y1, y2), &Batchwide::single(), Stage::FIRST).0;
     let stats = crate::train::StepStats::read(&loss);
     let grads = loss.total.backward();
     let mut collect = Collect { grads: &grads, path: vec![], out: vec![] };
@@ -87,11 +88,16 @@ struct Collect<'a> {
 }
 
 impl ModuleVisitor for Collect<'_> {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_string());
+    // A checkpoint's names: without the method's variant.
+    fn enter_module(&mut self, name: &str, container: &str) {
+        if !container.starts_with("Enum:") {
+            self.path.push(name.to_string());
+        }
     }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
+    fn exit_module(&mut self, _: &str, container: &str) {
+        if !container.starts_with("Enum:") {
+            self.path.pop();
+        }
     }
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         // BatchNorm's running statistics have no gradient.

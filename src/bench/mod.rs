@@ -31,7 +31,7 @@ pub fn loader(args: &LoaderArgs) -> Result<f64> {
     let (started, cpu_before) = (Instant::now(), process_cpu_seconds());
     let mut pairs = 0;
     for b in loader.take(args.batches) {
-        pairs += b?.shape[0];
+        pairs += b?.len();
     }
     let rate = pairs as f64 / started.elapsed().as_secs_f64();
     let threads = match config.data.workers {

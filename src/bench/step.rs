@@ -2,13 +2,13 @@
 //! lasts until the step time has settled (GPU kernels are compiled and autotuned on first use).
 
 use crate::backend;
-use crate::collective::Single;
 use crate::config::range::{COUNT, NON_NEGATIVE};
-use crate::config::valid::{BATCH, LAYER, SIZE, WIDTH};
-use crate::dist::Parallel;
+use crate::config::range::LAYER;
+use crate::config::valid::{BATCH, SIZE, WIDTH};
+use crate::dist::train_step;
 use crate::loss::Loss;
 use crate::methods::barlow::LAMBDA;
-use crate::methods::{MethodConfig, Model};
+use crate::methods::{Batchwide, Crops, MethodConfig, Model};
 use crate::model::{Arch, ResNetConfig, Stem};
 use crate::ops::precision::Precision;
 use crate::optim::LarsConfig;
@@ -84,7 +84,7 @@ pub struct Stepper {
     /// part of a step (burn's CPU `random` is single-threaded and would cost a few percent).
     views: Vec<(Tensor<4>, Tensor<4>)>,
     /// The training step of a one-process job.
-    one_process: Parallel,
+    one_process: Batchwide,
 }
 
 /// Pairs of views the steps take in turn.
@@ -97,7 +97,7 @@ impl Stepper {
         let model = Some(config.init(device));
         let view = || Tensor::<4>::random([batch, 3, size, size], Distribution::Normal(0.0, 1.0), device);
         let views = (0..VIEW_PAIRS).map(|_| (view(), view())).collect();
-        let one_process = Parallel::new(std::sync::Arc::new(Single), false);
+        let one_process = Batchwide::single();
         Stepper { model, steps: 0, precision: Precision::F32, optim, device: device.clone(), views, one_process }
     }
 
@@ -110,10 +110,10 @@ impl Stepper {
     /// Queues one training step on the next pair of random views; the loss stays on the device.
     pub fn step(&mut self) -> Loss {
         let (y1, y2) = self.views[self.steps % VIEW_PAIRS].clone();
-        let at = Progress { step: self.steps, total: usize::MAX, lr: 0.1 };
+        let at = Progress { step: self.steps, total: usize::MAX, steps_per_epoch: usize::MAX, lr: 0.1 };
         self.steps += 1;
         let model = self.model.take().expect("a model");
-        let (next, loss) = self.one_process.train_step(model, &mut self.optim, [y1, y2], self.precision, at);
+        let (next, loss) = train_step(&self.one_process, model, &mut self.optim, Crops::pair(y1, y2), self.precision, at);
         self.model = Some(next);
         loss
     }
@@ -302,7 +302,7 @@ pub fn tune(args: &TuneArgs) -> Result<()> {
     let eval = crate::eval::features::batch_size(&device, size);
     eprintln!("tuning {name}: evaluation pass, {eval} images per batch");
     let started = Instant::now();
-    let encoder = burn::module::Module::valid(&stepper.model().backbone);
+    let encoder = burn::module::Module::valid(stepper.model().backbone());
     let images = Tensor::<4>::random([eval, 3, size, size], Distribution::Normal(0.0, 1.0), &device);
     encoder.forward(images).into_data();
     let seconds = warmup.seconds + started.elapsed().as_secs_f64();

@@ -166,7 +166,7 @@ pub fn linear(args: &LinearArgs) -> Result<Accuracy> {
             weight_decay: args.weight_decay,
             seed: args.seed,
         };
-        let acc = eval::finetune::finetune(model.backbone, &train_set, &m.test, &views, &config, &device.autodiff())?;
+        let acc = eval::finetune::finetune(model.backbone().clone(), &train_set, &m.test, &views, &config, &device.autodiff())?;
         println!("fine-tuning ({mode}) on {}: top-1 {:.2}%  top-5 {:.2}%", m.test.name(), acc.top1, acc.top5);
         return Ok(acc);
     }
@@ -183,7 +183,7 @@ pub fn linear(args: &LinearArgs) -> Result<Accuracy> {
     let mut probe = eval::LinearProbe::new(dim, m.train.num_classes(), probe_config, &train_device);
     for epoch in 0..args.epochs {
         let features = match args.augment {
-            true => features::encode_crop_flip(&model.backbone, &train_set, &views, args.seed, epoch, &device)?,
+            true => features::encode_crop_flip(model.backbone(), &train_set, &views, args.seed, epoch, &device)?,
             false => train.clone(),
         };
         let loss = probe.fit_epoch(&features, &train_labels, epoch);
@@ -235,7 +235,7 @@ pub fn embed(args: &EmbedArgs) -> Result<()> {
     let views = Views::new(&config.data.views, config.data.size, set.normalize())?;
     let e = match args.projector {
         true => features::project(&model, &set, &views, &device)?,
-        false => features::encode(&model.backbone, &set, &views, &device)?,
+        false => features::encode(model.backbone(), &set, &views, &device)?,
     };
     let [n, d] = e.dims();
     let values = e.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
@@ -283,7 +283,7 @@ pub fn export(args: &CheckpointArgs, format: &str, out: &Path) -> Result<()> {
         bail!("--format {format} is not supported; use safetensors");
     }
     let (config, model, _) = args.load()?;
-    crate::store::torchvision::export_safetensors(&model.backbone, out)?;
+    crate::store::torchvision::export_safetensors(model.backbone(), out)?;
     let m = &config.model;
     let name = |v: &dyn std::fmt::Debug| format!("{v:?}").to_lowercase();
     println!(
@@ -297,7 +297,7 @@ pub fn export(args: &CheckpointArgs, format: &str, out: &Path) -> Result<()> {
 pub fn plot(run: &Path) -> Result<()> {
     let args = CheckpointArgs::run(run);
     let (config, model, _, state) = args.load_with_state()?;
-    println!("wrote {}", crate::train::plots::curves(run, config.model.method)?.display());
+    println!("wrote {}", crate::train::plots::curves(run, config.model.method())?.display());
     let set = data::open_train(&config.data)?;
     if let Some(sample) = crate::train::plots::sample_batch(&set, &config)? {
         println!("wrote {}", crate::train::plots::correlation(run, &model, &sample, state.epoch)?.display());

@@ -1,7 +1,7 @@
 //! What a run configuration builds: the model, the optimiser and the learning-rate schedule.
 
 use super::{Config, Optimizer};
-use crate::methods::{self, Method, MethodConfig, Objective};
+use crate::methods::MethodConfig;
 use crate::model::ResNetConfig;
 use crate::optim::{Fixed, LarsConfig, Schedule, SgdConfig};
 use burn::module::ParamGroup;
@@ -12,20 +12,7 @@ impl Config {
     pub fn model(&self) -> MethodConfig {
         let m = &self.model;
         let encoder = ResNetConfig::new(m.arch).with_stem(m.stem).with_width(m.width);
-        let given = |v: Option<f64>| v.expect("resolved at parse time");
-        let objective = match m.method {
-            Method::Barlow => Objective::Barlow { lambda: given(m.lambda) },
-            Method::Simclr => Objective::Simclr { temperature: given(m.temperature) },
-            Method::Moco => Objective::Moco { temperature: given(m.temperature), symmetric: m.symmetric == Some(true) },
-            Method::Byol => Objective::Byol,
-            Method::Simsiam => Objective::Simsiam,
-            Method::Vicreg => Objective::Vicreg(methods::vicreg::Weights {
-                invariance: given(m.invariance),
-                variance: given(m.variance),
-                covariance: given(m.covariance),
-            }),
-        };
-        MethodConfig { encoder, projector: m.projector.clone(), predictor: m.predictor.clone(), objective, queue: m.queue, ema: m.ema }
+        MethodConfig { encoder, projector: m.projector.clone(), settings: m.settings.clone() }
     }
 
     pub fn lars(&self) -> LarsConfig {

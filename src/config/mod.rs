@@ -4,10 +4,12 @@
 //! `build`; here, where it comes from and what makes it valid.
 
 mod build;
+mod model;
 pub mod range;
 mod sections;
 pub mod valid;
 
+pub use model::{InitWeights, ModelConfig};
 pub use sections::*;
 
 use anyhow::{Context, Result};
@@ -64,8 +66,7 @@ impl Config {
         for o in overrides {
             set(&mut table, o)?;
         }
-        let mut config: Config = table.try_into()?;
-        config.model.resolve()?;
+        let config: Config = table.try_into()?;
         config.validate()?;
         Ok(config)
     }
@@ -154,8 +155,26 @@ mod tests {
     }
 
     #[test]
+    fn local_crops_need_a_method_that_compares_them() {
+        let err = format!("{:#}", Config::load("quick", &["data.local_crops=2".into()]).unwrap_err());
+        assert!(err.contains("data.local_crops = 2") && err.contains("model.method = \"barlow\""), "{err}");
+        let err = format!("{:#}", Config::load("quick", &["data.local_scale=[0.4, 0.05]".into()]).unwrap_err());
+        assert!(err.contains("data.local_scale") && err.contains("below the upper"), "{err}");
+    }
+
+    #[test]
+    fn a_model_key_no_method_has_is_named_with_the_keys_there_are() {
+        let err = format!("{:#}", Config::load("quick", &["model.lamda=0.1".into()]).unwrap_err());
+        assert!(err.contains("model.lamda is not a setting") && err.contains("lambda") && err.contains("projector"), "{err}");
+        let err = format!("{:#}", Config::load("quick", &["model.queue=256".into()]).unwrap_err());
+        assert!(err.contains("model.queue") && err.contains("moco"), "{err}");
+    }
+
+    #[test]
     fn round_trips_through_toml() {
-        let c = Config::load("imagenet", &[]).unwrap();
-        assert_eq!(Config::parse(&c.to_toml(), &[]).unwrap(), c);
+        for name in ["imagenet", "moco-cifar10", "byol-cifar10", "vicreg-imagenet"] {
+            let c = Config::load(name, &[]).unwrap();
+            assert_eq!(Config::parse(&c.to_toml(), &[]).unwrap(), c, "{name}");
+        }
     }
 }

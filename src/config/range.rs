@@ -102,6 +102,19 @@ impl From<u64> for Number {
 pub const POSITIVE: Range = Range::above(0.0);
 pub const NON_NEGATIVE: Range = Range::at_least(0.0);
 pub const COUNT: Range = Range::at_least(1.0);
+/// Each layer of `model.projector` and of a head: a D×D weight and C stay below 4 GiB.
+pub const LAYER: Range = Range::closed(1.0, 32768.0);
+
+/// A head's layer widths (`key`): at least one layer, each within [`LAYER`].
+pub fn layers(key: &str, widths: &[usize]) -> Result<()> {
+    if widths.is_empty() {
+        bail!("{key} = [] needs at least one layer");
+    }
+    for (i, &w) in widths.iter().enumerate() {
+        LAYER.check(&format!("{key}[{i}] (of {widths:?})"), w)?;
+    }
+    Ok(())
+}
 /// A fraction in `(0, 1]`.
 pub const FRACTION: Range = Range { lo: 0.0, hi: 1.0, lo_open: true, hi_open: false };
 

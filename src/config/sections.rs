@@ -1,9 +1,8 @@
 //! The tables of a run configuration — `[data]`, `[model]`, `[optim]`, `[train]` — with their
 //! defaults.
 
-use crate::methods::Method;
-use crate::model::{Arch, Stem};
 use crate::optim::LrScaling;
+use super::model::ModelConfig;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -39,62 +38,20 @@ pub struct DataConfig {
     /// (decompression bombs): 1 to 2^32 [default: 178,956,970, PIL's limit].
     #[serde(default = "default_max_pixels")]
     pub max_pixels: u64,
-}
-
-/// The encoder, and the method with its heads and settings. A method's settings that the file
-/// leaves out get the method's paper values when the config is read; settings of other methods
-/// are errors.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelConfig {
-    /// barlow (the default), simclr, moco, byol, simsiam or vicreg.
+    /// The area fraction the global crops cover (RandomResizedCrop's `scale`), `[lo, hi]` with
+    /// 0 < lo < hi ≤ 1 [default: torchvision's 0.08, 1].
+    #[serde(default = "default_global_scale")]
+    pub global_scale: [f64; 2],
+    /// Multi-crop: local crops per image besides the two global views, 0 to 64 [default: 0],
+    /// for methods that compare them (DINO's `local_crops_number`).
     #[serde(default)]
-    pub method: Method,
-    pub arch: Arch,
-    pub stem: Stem,
-    /// Channels of the first stage (64: torchvision's): 1 to 1024.
-    #[serde(default = "default_width")]
-    pub width: usize,
-    /// Projector widths (VICReg: the expander); the last is the embedding dimension D. One layer
-    /// or more, each 1 to 32768 wide.
-    pub projector: Vec<usize>,
-    /// BYOL, SimSiam: predictor widths, the last being D again; each 1 to 32768.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub predictor: Option<Vec<usize>>,
-    /// Barlow Twins: the weight λ of the off-diagonal term, ≥ 0.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lambda: Option<f64>,
-    /// SimCLR, MoCo: the softmax temperature τ, > 0.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub temperature: Option<f64>,
-    /// MoCo: keys in the queue (per view when symmetric); a multiple of the batch size, 1 to 2^24.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub queue: Option<usize>,
-    /// MoCo: the symmetric loss (both views as queries, one queue per view).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub symmetric: Option<bool>,
-    /// MoCo, BYOL: τ of the momentum network at the first step and at the last (cosine between),
-    /// each in [0, 1].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ema: Option<[f64; 2]>,
-    /// VICReg: the weights of the invariance, variance and covariance terms, each ≥ 0.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub invariance: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub variance: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub covariance: Option<f64>,
-    /// Encoder weights a new run starts from (`train --init`); resuming reads the checkpoint.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub init: Option<InitWeights>,
-}
-
-/// A weights file and its SHA-256, so that a changed file is noticed rather than used.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InitWeights {
-    pub path: PathBuf,
-    pub sha256: String,
+    pub local_crops: usize,
+    /// Side of the local crops, in pixels: 8 to 4096 [default: DINO's 96].
+    #[serde(default = "default_local_size")]
+    pub local_size: usize,
+    /// The area fraction the local crops cover, `[lo, hi]` [default: DINO's 0.05, 0.4].
+    #[serde(default = "default_local_scale")]
+    pub local_scale: [f64; 2],
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -205,8 +162,14 @@ impl Default for TrainConfig {
 fn default_max_pixels() -> u64 {
     crate::data::decode::MAX_PIXELS
 }
-fn default_width() -> usize {
-    64
+fn default_global_scale() -> [f64; 2] {
+    [0.08, 1.0]
+}
+fn default_local_size() -> usize {
+    96
+}
+fn default_local_scale() -> [f64; 2] {
+    [0.05, 0.4]
 }
 fn default_momentum() -> f64 {
     0.9

@@ -1,7 +1,8 @@
 //! What makes a config valid: every numeric setting in its range, and the settings that must agree.
 
 use super::Config;
-use super::range::{COUNT, NON_NEGATIVE, POSITIVE, Range};
+use super::range::{COUNT, FRACTION, LAYER, NON_NEGATIVE, POSITIVE, Range, layers};
+use crate::methods::{Method, Setup};
 use anyhow::{Result, bail};
 
 /// `data.size`: crops from 8 px (the stem's strides need some) to 4096 px.
@@ -10,19 +11,15 @@ pub const SIZE: Range = Range::closed(8.0, 4096.0);
 pub const WORKERS: Range = Range::closed(0.0, 1024.0);
 /// `data.max_pixels`: a decoded image of 2^32 RGB pixels is 12 GiB.
 pub const MAX_PIXELS: Range = Range::closed(1.0, 4294967296.0);
+/// `data.local_crops`: DINO trains with 8 to 10.
+pub const LOCAL_CROPS: Range = Range::closed(0.0, 64.0);
 /// `model.width`: a ResNet's first-stage channels.
 pub const WIDTH: Range = Range::closed(1.0, 1024.0);
-/// Each layer of `model.projector` and `model.predictor`: a D×D weight and C stay below 4 GiB.
-pub const LAYER: Range = Range::closed(1.0, 32768.0);
 /// `optim.batch_size`: the loss standardises over the batch, so at least 2.
 pub const BATCH: Range = Range::closed(2.0, 1048576.0);
 pub const EPOCHS: Range = Range::closed(1.0, 1e6);
 /// `optim.warmup_epochs`: more than `optim.epochs` is a run that ends within its warm-up.
 pub const WARMUP: Range = Range::closed(0.0, 1e6);
-/// `model.queue`: keys MoCo keeps, at most 2^24.
-pub const QUEUE: Range = Range::closed(1.0, 16777216.0);
-/// `model.ema`: τ of a momentum network.
-pub const TAU: Range = Range::closed(0.0, 1.0);
 /// `optim.momentum`: 1 or more never forgets a gradient.
 pub const MOMENTUM: Range = Range::half_open(0.0, 1.0);
 
@@ -30,17 +27,20 @@ impl Config {
     pub(super) fn validate(&self) -> Result<()> {
         self.check_ranges()?;
         let (o, m) = (&self.optim, &self.model);
-        if let Some(k) = m.queue
-            && k % o.batch_size != 0
-        {
+        m.settings.check(&Setup { batch_size: o.batch_size, projector: &m.projector })?;
+        let d = &self.data;
+        if d.local_crops > 0 && !m.method().multi_crop() {
+            let takers: Vec<_> = Method::ALL.iter().filter(|m| m.multi_crop()).map(|m| m.name()).collect();
             bail!(
-                "model.queue = {k} is not a multiple of optim.batch_size = {}: MoCo replaces a whole batch of keys at \
-                 a time (make the queue a multiple of every batch size you train with)",
-                o.batch_size
+                "data.local_crops = {}, but model.method = \"{}\" compares the two global views only (local crops are \
+                 for {}); set data.local_crops = 0",
+                d.local_crops,
+                m.method(),
+                if takers.is_empty() { "no method yet".to_string() } else { takers.join(", ") }
             );
         }
-        if o.fix_predictor_lr && m.predictor.is_none() {
-            bail!("optim.fix_predictor_lr is set, but model.method = \"{}\" has no predictor", m.method);
+        if o.fix_predictor_lr && !m.method().traits().predictor {
+            bail!("optim.fix_predictor_lr is set, but model.method = \"{}\" has no predictor", m.method());
         }
         Ok(())
     }
@@ -51,30 +51,15 @@ impl Config {
         SIZE.check("data.size", d.size)?;
         WORKERS.check("data.workers", d.workers)?;
         MAX_PIXELS.check("data.max_pixels", d.max_pixels)?;
+        scale("data.global_scale", d.global_scale)?;
+        LOCAL_CROPS.check("data.local_crops", d.local_crops)?;
+        SIZE.check("data.local_size", d.local_size)?;
+        scale("data.local_scale", d.local_scale)?;
         if let Some(n) = d.limit {
             COUNT.check("data.limit", n)?;
         }
         WIDTH.check("model.width", m.width)?;
         layers("model.projector", &m.projector)?;
-        if let Some(p) = &m.predictor {
-            layers("model.predictor", p)?;
-        }
-        for (key, v) in [("lambda", m.lambda), ("invariance", m.invariance), ("variance", m.variance),
-            ("covariance", m.covariance)]
-        {
-            if let Some(v) = v {
-                NON_NEGATIVE.check(&format!("model.{key}"), v)?;
-            }
-        }
-        if let Some(v) = m.temperature {
-            POSITIVE.check("model.temperature", v)?;
-        }
-        if let Some(k) = m.queue {
-            QUEUE.check("model.queue", k)?;
-        }
-        for tau in m.ema.iter().flatten() {
-            TAU.check("model.ema", *tau)?;
-        }
         BATCH.check("optim.batch_size", o.batch_size)?;
         EPOCHS.check("optim.epochs", o.epochs)?;
         WARMUP.check("optim.warmup_epochs", o.warmup_epochs)?;
@@ -100,13 +85,21 @@ impl Config {
     /// Every numeric key a config may hold, each with the range it is checked against (`None`:
     /// any value of its type, as `train.seed`).
     pub fn numeric_keys() -> Vec<(&'static str, Option<Range>)> {
+        let mut keys = Self::common_numeric_keys();
+        for (key, range) in Method::ALL.iter().flat_map(|m| m.ranges()) {
+            if !keys.iter().any(|(k, _)| *k == key) {
+                keys.push((key, Some(range)));
+            }
+        }
+        keys
+    }
+
+    fn common_numeric_keys() -> Vec<(&'static str, Option<Range>)> {
         vec![
             ("data.size", Some(SIZE)), ("data.workers", Some(WORKERS)), ("data.max_pixels", Some(MAX_PIXELS)),
-            ("data.limit", Some(COUNT)),
-            ("model.width", Some(WIDTH)), ("model.projector", Some(LAYER)), ("model.predictor", Some(LAYER)),
-            ("model.lambda", Some(NON_NEGATIVE)), ("model.temperature", Some(POSITIVE)),
-            ("model.queue", Some(QUEUE)), ("model.ema", Some(TAU)), ("model.invariance", Some(NON_NEGATIVE)),
-            ("model.variance", Some(NON_NEGATIVE)), ("model.covariance", Some(NON_NEGATIVE)),
+            ("data.limit", Some(COUNT)), ("data.global_scale", Some(FRACTION)), ("data.local_crops", Some(LOCAL_CROPS)),
+            ("data.local_size", Some(SIZE)), ("data.local_scale", Some(FRACTION)),
+            ("model.width", Some(WIDTH)), ("model.projector", Some(LAYER)),
             ("optim.batch_size", Some(BATCH)), ("optim.epochs", Some(EPOCHS)),
             // At most optim.epochs: checked against it.
             ("optim.warmup_epochs", None),
@@ -119,12 +112,12 @@ impl Config {
     }
 }
 
-fn layers(key: &str, widths: &[usize]) -> Result<()> {
-    if widths.is_empty() {
-        bail!("{key} = [] needs at least one layer");
-    }
-    for (i, &w) in widths.iter().enumerate() {
-        LAYER.check(&format!("{key}[{i}] (of {widths:?})"), w)?;
+/// A crop's area fraction `[lo, hi]`: each in (0, 1], lo below hi.
+fn scale(key: &str, [lo, hi]: [f64; 2]) -> Result<()> {
+    FRACTION.check(key, lo)?;
+    FRACTION.check(key, hi)?;
+    if lo >= hi {
+        bail!("{key} = [{lo}, {hi}]: the lower bound must be below the upper");
     }
     Ok(())
 }
@@ -141,6 +134,10 @@ mod tests {
         ("quick", "data.workers", &["0", "1024"], &["1025", "1000000000"]),
         ("quick", "data.max_pixels", &["1", "4294967296"], &["0", "4294967297"]),
         ("quick", "data.limit", &["1", "100"], &["0"]),
+        ("quick", "data.global_scale", &["[0.14, 1.0]", "[0.08, 1]"], &["[0.0, 1.0]", "[0.5, 0.5]", "[0.9, 0.2]", "[0.1, 1.5]", "[nan, 1]"]),
+        ("quick", "data.local_crops", &["0"], &["65", "100000"]),
+        ("quick", "data.local_size", &["8", "96"], &["7", "4097"]),
+        ("quick", "data.local_scale", &["[0.05, 0.14]"], &["[0.0, 0.4]", "[0.4, 0.05]"]),
         ("quick", "model.width", &["1", "8"], &["0", "1025"]),
         ("quick", "model.projector", &["[64, 32]", "[8]"], &["[0]", "[128, 0, 128]", "[40000]", "[]"]),
         ("quick", "model.lambda", &["0.0", "0.0051"], &["-0.1", "nan", "inf"]),

@@ -1,4 +1,5 @@
-//! Batches of two views, made by rayon in a background thread while the model trains.
+//! Batches of views — two global ones, and multi-crop's local ones — made by rayon in a
+//! background thread while the model trains.
 //!
 //! Every random choice of sample `i` in epoch `e` comes from its own generator seeded by
 //! `(seed, e, i)`, so the batches depend on the seed alone, not on thread timing, and a resumed
@@ -16,42 +17,59 @@ use std::sync::{Arc, Mutex};
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::thread::JoinHandle;
 
-/// Two views of `shape[0]` images, `N × 3 × H × W` each, with the images' labels when known.
-/// Dropping it hands its memory back to the loader that made it.
+/// The views of `N` images, with the images' labels when known: the two global views first,
+/// then the local crops. Dropping it hands its memory back to the loader that made it.
 pub struct Batch {
-    pub view_a: Vec<f32>,
-    pub view_b: Vec<f32>,
+    pub views: Vec<View>,
     pub labels: Option<Vec<u32>>,
     pub indices: Vec<usize>,
-    pub shape: [usize; 4],
     pool: Pool,
+}
+
+/// One view of every image of a batch: `shape` = `N × 3 × H × W`.
+pub struct View {
+    pub pixels: Vec<f32>,
+    pub shape: [usize; 4],
+}
+
+impl Batch {
+    /// Images in the batch.
+    pub fn len(&self) -> usize {
+        self.indices.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.indices.is_empty()
+    }
 }
 
 /// View buffers of dropped batches, reused by the next ones: fresh memory costs a page fault
 /// and a zeroing per 4 KiB, about a tenth of the loader's time at 224 px.
 type Pool = Arc<Mutex<Vec<Vec<f32>>>>;
 
-/// Buffers a pool keeps at most: those of the batches in flight.
-const POOLED: usize = 2 * (PREFETCH + 2);
+/// Batches whose buffers a pool keeps at most: those in flight.
+const BATCHES_POOLED: usize = PREFETCH + 2;
 
 impl Drop for Batch {
     fn drop(&mut self) {
+        let kept = BATCHES_POOLED * self.views.len();
         if let Ok(mut pool) = self.pool.lock() {
-            for v in [std::mem::take(&mut self.view_a), std::mem::take(&mut self.view_b)] {
-                if pool.len() < POOLED {
-                    pool.push(v);
+            for v in self.views.drain(..) {
+                if pool.len() < kept {
+                    pool.push(v.pixels);
                 }
             }
         }
     }
 }
 
-/// A buffer of `len` values from the pool (its contents are all overwritten), or a new one.
-/// Bytes the loader's buffers hold at most, for batches of `local` images of `size`² pixels.
-pub fn loader_bytes(local: usize, size: usize) -> u128 {
-    (POOLED * 3 * 4) as u128 * local as u128 * (size * size) as u128
+/// Bytes the loader's buffers hold at most, for batches of `local` images made by `views`.
+pub fn loader_bytes(local: usize, views: &Views) -> u128 {
+    let per_image: u128 = (0..views.count()).map(|v| 3 * 4 * (views.side(v) * views.side(v)) as u128).sum();
+    BATCHES_POOLED as u128 * local as u128 * per_image
 }
 
+/// A buffer of `len` values from the pool (its contents are all overwritten), or a new one.
 fn buffer(pool: &Pool, len: usize) -> Vec<f32> {
     let reused = pool.lock().ok().and_then(|mut p| {
         let i = p.iter().position(|v| v.len() == len)?;
@@ -119,10 +137,14 @@ impl Loader {
             bail!("a global batch of {batch} images cannot be split evenly over {workers} workers");
         }
         let local = batch / workers;
-        let bytes = loader_bytes(local, config.size);
-        let what = format!("loading batches of {local} images at data.size = {} ({POOLED} views in flight)", config.size);
-        crate::memory::ensure_fits(bytes, &what, "lower optim.batch_size or data.size")?;
-        let views = Views::new(&config.views, config.size, dataset.normalize())?;
+        let views = Views::for_training(config, dataset.normalize())?;
+        let bytes = loader_bytes(local, &views);
+        let what = format!(
+            "loading batches of {local} images at data.size = {} ({} views each, {BATCHES_POOLED} batches in flight)",
+            config.size,
+            views.count()
+        );
+        crate::memory::ensure_fits(bytes, &what, "lower optim.batch_size, data.size or data.local_crops")?;
         let pool = match config.workers {
             0 => None,
             n => Some(rayon::ThreadPoolBuilder::new().num_threads(n).build().context("starting loader threads")?),
@@ -167,21 +189,27 @@ impl Drop for Loader {
 }
 
 fn make_batch(dataset: &Dataset, views: &Views, indices: &[usize], seed: u64, epoch: u64, pool: &Pool) -> Result<Batch> {
-    let len = 3 * views.size * views.size;
     let n = indices.len();
-    let (mut view_a, mut view_b) = (buffer(pool, n * len), buffer(pool, n * len));
-    let used: Vec<usize> = view_a
-        .par_chunks_mut(len)
-        .zip(view_b.par_chunks_mut(len))
+    let len = |v: usize| 3 * views.side(v) * views.side(v);
+    let mut buffers: Vec<Vec<f32>> = (0..views.count()).map(|v| buffer(pool, n * len(v))).collect();
+    // Image i's slice of every view's buffer.
+    let mut per_image: Vec<Vec<&mut [f32]>> = (0..n).map(|_| Vec::with_capacity(views.count())).collect();
+    for (v, buf) in buffers.iter_mut().enumerate() {
+        for (image, chunk) in per_image.iter_mut().zip(buf.chunks_mut(len(v))) {
+            image.push(chunk);
+        }
+    }
+    let used: Vec<usize> = per_image
+        .into_par_iter()
         .zip(indices.par_iter())
-        .map(|((a, b), &i)| {
+        .map(|(mut out, &i)| {
             let mut rng = sample_rng(seed, epoch, i as u64);
-            view_or_skip(dataset, i, |px| views.pair(&px, &mut rng, a, b))
+            view_or_skip(dataset, i, |px| views.crops(&px, &mut rng, &mut out))
         })
         .collect::<Result<_>>()?;
     let labels = dataset.labels().map(|l| used.iter().map(|&i| l[i]).collect());
-    let shape = [n, 3, views.size, views.size];
-    Ok(Batch { view_a, view_b, labels, indices: used, shape, pool: pool.clone() })
+    let made = buffers.into_iter().enumerate().map(|(v, pixels)| View { pixels, shape: [n, 3, views.side(v), views.side(v)] });
+    Ok(Batch { views: made.collect(), labels, indices: used, pool: pool.clone() })
 }
 
 /// Runs `view` on image `i`, or when it cannot be read, on the next readable one (warning once

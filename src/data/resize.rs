@@ -10,10 +10,16 @@ use std::collections::HashMap;
 /// Where RandomResizedCrop cuts: `(x, y, w, h)` covering 8–100% of the area with aspect ratio
 /// in [3/4, 4/3] (log-uniform), as torchvision; after ten misses, the largest central crop.
 pub fn crop_box(width: usize, height: usize, rng: &mut impl Rng) -> (usize, usize, usize, usize) {
+    crop_box_in(width, height, (0.08, 1.0), rng)
+}
+
+/// [`crop_box`] with the area fraction drawn from `scale` (`lo < hi`), RandomResizedCrop's
+/// `scale` argument.
+pub fn crop_box_in(width: usize, height: usize, scale: (f64, f64), rng: &mut impl Rng) -> (usize, usize, usize, usize) {
     let area = (width * height) as f64;
     let (lo, hi) = ((3.0f64 / 4.0).ln(), (4.0f64 / 3.0).ln());
     for _ in 0..10 {
-        let target = area * rng.random_range(0.08..1.0);
+        let target = area * rng.random_range(scale.0..scale.1);
         let ratio = rng.random_range(lo..hi).exp();
         let w = (target * ratio).sqrt().round() as usize;
         let h = (target / ratio).sqrt().round() as usize;

@@ -15,7 +15,7 @@ use std::cell::Cell;
 pub use super::colour::{brightness, contrast, gaussian_blur, gaussian_kernel, grayscale, hue, saturation, solarize};
 pub use super::pixels::{Bytes, Image, Pixels, Texel, luma};
 use super::pixels::{interleave, planar};
-pub use super::resize::{crop_box, hflip, random_resized_crop, resize_box};
+pub use super::resize::{crop_box, crop_box_in, hflip, random_resized_crop, resize_box};
 
 /// This thread's buffers for making views.
 #[derive(Default)]
@@ -89,15 +89,29 @@ pub struct Plan {
     pub solarize: bool,
 }
 
-/// Both views' recipe for one preset and crop size.
+/// The views' recipe for one preset and crop size: two global views, and the local crops of
+/// multi-crop.
 #[derive(Clone, Debug)]
 pub struct Views {
     pub size: usize,
     pub a: ViewProbs,
     pub b: ViewProbs,
+    /// The area fraction of the global crops (RandomResizedCrop's `scale`).
+    pub scale: (f64, f64),
+    pub local: LocalCrops,
     /// Evaluation resizes the shorter side to `size / eval_crop` then takes the central crop.
     pub eval_crop: f32,
     pub normalize: Normalize,
+}
+
+/// Multi-crop's small views (Caron et al., SwAV and DINO): `count` crops of `size` px each, from
+/// `scale` of the area, with the global views' flip, jitter and grayscale and their own blur.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LocalCrops {
+    pub count: usize,
+    pub size: usize,
+    pub scale: (f64, f64),
+    pub probs: ViewProbs,
 }
 
 impl Views {
@@ -108,17 +122,51 @@ impl Views {
             "cifar" => (0.0, 0.0, 1.0),
             other => bail!("unknown views preset `{other}`; expected imagenet or cifar"),
         };
+        // DINO's local crops: blurred half the time where the global views are blurred at all.
+        let local_blur = if blur_a > 0.0 { 0.5 } else { 0.0 };
         Ok(Views {
             size,
             a: ViewProbs { blur: blur_a, solarize: 0.0 },
             b: ViewProbs { blur: blur_b, solarize: 0.2 },
+            scale: (0.08, 1.0),
+            local: LocalCrops { count: 0, size: 96, scale: (0.05, 0.4), probs: ViewProbs { blur: local_blur, solarize: 0.0 } },
             eval_crop,
             normalize,
         })
     }
 
+    /// The training views `config` asks for.
+    pub fn for_training(config: &crate::config::DataConfig, normalize: Normalize) -> Result<Views> {
+        let pair = |s: [f64; 2]| (s[0], s[1]);
+        let views = Views::new(&config.views, config.size, normalize)?;
+        Ok(views.with_crops(pair(config.global_scale), config.local_crops, config.local_size, pair(config.local_scale)))
+    }
+
+    /// The views with global crops from `scale` of the area and `count` local crops of `size`
+    /// px from `local_scale` of it.
+    pub fn with_crops(self, scale: (f64, f64), count: usize, size: usize, local_scale: (f64, f64)) -> Views {
+        let local = LocalCrops { count, size, scale: local_scale, ..self.local };
+        Views { scale, local, ..self }
+    }
+
+    /// Views per image: the two global ones and the local crops.
+    pub fn count(&self) -> usize {
+        2 + self.local.count
+    }
+
+    /// Side of view `v` (0 and 1 the global views).
+    pub fn side(&self, v: usize) -> usize {
+        if v < 2 { self.size } else { self.local.size }
+    }
+
+    /// A global view's random choices.
     pub fn plan(&self, img: &impl Pixels, probs: ViewProbs, rng: &mut impl Rng) -> Plan {
-        let crop = crop_box(img.width(), img.height(), rng);
+        self.plan_in(img, probs, self.scale, rng)
+    }
+
+    /// The random choices of a view cropped from `scale` of the area.
+    pub fn plan_in(&self, img: &impl Pixels, probs: ViewProbs, scale: (f64, f64), rng: &mut impl Rng) -> Plan {
+        let crop = crop_box_in(img.width(), img.height(), scale, rng);
         let flip = rng.random_bool(0.5);
         let jitter = rng.random_bool(0.8).then(|| {
             let f = [rng.random_range(0.6..1.4), rng.random_range(0.6..1.4), rng.random_range(0.8..1.2),
@@ -135,52 +183,38 @@ impl Views {
         Plan { crop, flip, jitter, gray, blur, solarize }
     }
 
-    /// Carries out a plan: the augmented image before normalisation.
+    /// Carries out a global view's plan: the augmented image before normalisation.
     pub fn apply(&self, img: &impl Pixels, plan: &Plan) -> Image {
         let mut px = vec![0f32; 3 * self.size * self.size];
-        with_workspace(|ws| self.apply_planes(ws, img, plan, &mut px));
+        with_workspace(|ws| apply_planes(ws, img, plan, self.size, &mut px));
         interleave(&px, self.size, self.size)
-    }
-
-    /// Carries out a plan into `out`'s channel planes (`3 × size × size`, unnormalised).
-    fn apply_planes(&self, ws: &mut Workspace, img: &impl Pixels, plan: &Plan, out: &mut [f32]) {
-        ws.resampler.resize(img, plan.crop, (self.size, self.size), plan.flip, out);
-        if let Some((f, order)) = plan.jitter {
-            for op in order {
-                match op {
-                    0 => colour::brightness_planes(out, f[0]),
-                    1 => colour::contrast_planes(out, f[1]),
-                    2 => colour::saturation_planes(out, f[2]),
-                    _ => colour::hue_planes(out, f[3]),
-                }
-            }
-        }
-        if plan.gray {
-            colour::grayscale_planes(out);
-        }
-        if let Some(sigma) = plan.blur {
-            ws.blur.apply(out, self.size, self.size, sigma, self.blur_kernel());
-        }
-        if plan.solarize {
-            colour::solarize_planes(out);
-        }
     }
 
     /// About a tenth of the crop, odd (23 at 224 as in BYOL and solo-learn).
     pub fn blur_kernel(&self) -> usize {
-        2 * ((self.size as f32 * 0.05).round() as usize).max(1) + 1
+        blur_kernel(self.size)
     }
 
-    /// Both normalised views of `img`, written into `a` and `b` (`3 × size × size` each).
+    /// Both normalised global views of `img`, written into `a` and `b` (`3 × size × size` each).
     pub fn pair(&self, img: &impl Pixels, rng: &mut impl Rng, a: &mut [f32], b: &mut [f32]) {
-        let plan_a = self.plan(img, self.a, rng);
-        let plan_b = self.plan(img, self.b, rng);
+        self.crops(img, rng, &mut [a, b]);
+    }
+
+    /// Every normalised view of `img` ([`count`](Self::count) of them: view `v` is
+    /// `3 × side(v) × side(v)`). The random choices are drawn in view order, all before any
+    /// pixel is made.
+    pub fn crops(&self, img: &impl Pixels, rng: &mut impl Rng, out: &mut [&mut [f32]]) {
+        assert_eq!(out.len(), self.count(), "one buffer per view");
+        let mut plans = vec![self.plan(img, self.a, rng), self.plan(img, self.b, rng)];
+        plans.extend((0..self.local.count).map(|_| self.plan_in(img, self.local.probs, self.local.scale, rng)));
         with_workspace(|ws| {
-            self.apply_planes(ws, img, &plan_a, a);
-            self.apply_planes(ws, img, &plan_b, b);
+            for (v, (plan, px)) in plans.iter().zip(out.iter_mut()).enumerate() {
+                apply_planes(ws, img, plan, self.side(v), px);
+            }
         });
-        self.normalize.apply_planes(a);
-        self.normalize.apply_planes(b);
+        for px in out.iter_mut() {
+            self.normalize.apply_planes(px);
+        }
     }
 
     /// The box of the evaluation view: the central square, `eval_crop` of the shorter side.
@@ -210,4 +244,33 @@ impl Views {
         with_workspace(|ws| ws.resampler.resize(img, b, (self.size, self.size), false, out));
         self.normalize.apply_planes(out);
     }
+}
+
+/// Carries out a plan into `out`'s channel planes (`3 × size × size`, unnormalised).
+fn apply_planes(ws: &mut Workspace, img: &impl Pixels, plan: &Plan, size: usize, out: &mut [f32]) {
+    ws.resampler.resize(img, plan.crop, (size, size), plan.flip, out);
+    if let Some((f, order)) = plan.jitter {
+        for op in order {
+            match op {
+                0 => colour::brightness_planes(out, f[0]),
+                1 => colour::contrast_planes(out, f[1]),
+                2 => colour::saturation_planes(out, f[2]),
+                _ => colour::hue_planes(out, f[3]),
+            }
+        }
+    }
+    if plan.gray {
+        colour::grayscale_planes(out);
+    }
+    if let Some(sigma) = plan.blur {
+        ws.blur.apply(out, size, size, sigma, blur_kernel(size));
+    }
+    if plan.solarize {
+        colour::solarize_planes(out);
+    }
+}
+
+/// About a tenth of a `size`-px crop, odd.
+fn blur_kernel(size: usize) -> usize {
+    2 * ((size as f32 * 0.05).round() as usize).max(1) + 1
 }

@@ -2,25 +2,24 @@
 //! its own, whether it writes the run's files (rank 0 does), the step, and how a failure on
 //! any worker ends the whole job with a message instead of a hang.
 
-use super::step::{Parallel, broadcast_module};
+use super::step::{broadcast_module, train_step};
 use crate::collective::{Comm, prefix, watchdog};
 use crate::collective::meter::{self, Totals};
 use crate::config::Config;
 use crate::loss::Loss;
-use crate::methods::Model;
+use crate::methods::{Batchwide, Crops, Model};
 use crate::ops::precision::Precision;
 use crate::store::checkpoint::Checkpoint;
 use crate::train::Progress;
 use anyhow::{Context, Result, bail};
 use burn::optim::ModuleOptimizer;
-use burn::tensor::Tensor;
 use std::cell::RefCell;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 pub struct Job {
     pub comm: Comm,
-    par: Parallel,
+    batch: Batchwide,
     /// From the end of the first step (compilation, tuning and first-touch excluded): when,
     /// the collectives' counts then, and the steps since.
     clock: RefCell<Option<Clock>>,
@@ -57,8 +56,8 @@ impl Job {
                 );
             }
         }
-        let par = Parallel::new(comm.clone(), config.train.sync_bn);
-        Ok(Job { comm, par, clock: RefCell::new(None) })
+        let batch = Batchwide::new(comm.clone(), config.train.sync_bn);
+        Ok(Job { comm, batch, clock: RefCell::new(None) })
     }
 
     /// Whether this worker writes the run's files and prints its progress: rank 0.
@@ -83,11 +82,10 @@ impl Job {
         }
     }
 
-    /// One optimisation step on this worker's share of the global batch ([`Parallel::train_step`]),
-    /// timed for the job's report of what its collectives cost.
-    pub fn step(&self, model: Model, optim: &mut ModuleOptimizer, views: [Tensor<4>; 2], precision: Precision, at: Progress)
-        -> (Model, Loss) {
-        let result = self.par.train_step(model, optim, views, precision, at);
+    /// One optimisation step on this worker's share of the global batch ([`train_step`]), timed
+    /// for the job's report of what its collectives cost.
+    pub fn step(&self, model: Model, optim: &mut ModuleOptimizer, crops: Crops, precision: Precision, at: Progress) -> (Model, Loss) {
+        let result = train_step(&self.batch, model, optim, crops, precision, at);
         let mut clock = self.clock.borrow_mut();
         match clock.as_mut() {
             None => *clock = Some((Instant::now(), meter::snapshot(), 0)),
@@ -169,7 +167,7 @@ pub fn conclude<T>(comm: &Comm, result: Result<T>) -> Result<T> {
 fn materialise<M: burn::module::Module>(module: &M) {
     struct Touch;
     impl burn::module::ModuleVisitor for Touch {
-        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<burn::tensor::Tensor<D>>) {
             let _ = param.val();
         }
     }

@@ -17,7 +17,7 @@ pub fn monitor(config: &Config) -> Result<data::Monitor> {
 pub fn labeled_features(model: &Model, set: &Dataset, views: &Views, device: &Device) -> Result<(Tensor<2>, Vec<u32>)> {
     let labels = set.labels().with_context(|| format!("{} has no labels to evaluate with", set.name()))?.to_vec();
     eprintln!("encoding {} images of {}", set.len(), set.name());
-    Ok((features::encode(&model.backbone, set, views, device)?, labels))
+    Ok((features::encode(model.backbone(), set, views, device)?, labels))
 }
 
 /// The linear probe of `model`'s frozen features (in eval mode, on `device`) over every label

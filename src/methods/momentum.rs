@@ -6,9 +6,13 @@
 //! network — the BatchNorm running statistics are the momentum network's own, from its own
 //! forward passes, as in the references (which zip `parameters()`, not buffers).
 
+use crate::config::range::Range;
 use crate::model::{Projector, ResNet};
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::tensor::Tensor;
+
+/// `model.ema`: τ of a momentum network.
+pub const TAU: Range = Range::closed(0.0, 1.0);
 
 /// The momentum encoder and projector (MoCo's key encoder, BYOL's target network).
 #[derive(Module, Debug)]

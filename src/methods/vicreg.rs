@@ -2,15 +2,25 @@
 //! dimension's standard deviation up, and decorrelated dimensions — Barlow Twins' closest
 //! sibling, with the three terms apart. Reference: facebookresearch/vicreg `main_vicreg.py`.
 
+use super::batchwide::Batchwide;
+use super::heads::{draw, head};
+use super::method::{Crops, Crossing, MethodSettings, Plot, SelfSupervised, Setup, Stage, Traits};
+use crate::config::range::{NON_NEGATIVE, Range};
 use crate::loss::{Loss, diagonal};
-use burn::tensor::Tensor;
+use crate::model::{Projector, ResNet, ResNetConfig};
+use anyhow::Result;
+use burn::module::Module;
 use burn::tensor::activation::relu;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
 
 /// ε under the square root of the variance hinge.
 pub const EPS: f64 = 1e-4;
 
-/// The coefficients λ (invariance), μ (variance) and ν (covariance); the paper's are 25, 25, 1.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// VICReg's `[model]` settings: the coefficients λ (invariance), μ (variance) and ν
+/// (covariance), each ≥ 0; the paper's are 25, 25, 1.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Weights {
     pub invariance: f64,
     pub variance: f64,
@@ -20,6 +30,73 @@ pub struct Weights {
 impl Default for Weights {
     fn default() -> Self {
         Weights { invariance: 25.0, variance: 25.0, covariance: 1.0 }
+    }
+}
+
+impl MethodSettings for Weights {
+    fn check(&self, _: &Setup) -> Result<()> {
+        NON_NEGATIVE.check("model.invariance", self.invariance)?;
+        NON_NEGATIVE.check("model.variance", self.variance)?;
+        NON_NEGATIVE.check("model.covariance", self.covariance)
+    }
+
+    fn ranges() -> Vec<(&'static str, Range)> {
+        vec![("model.invariance", NON_NEGATIVE), ("model.variance", NON_NEGATIVE), ("model.covariance", NON_NEGATIVE)]
+    }
+}
+
+/// The encoder and its expander (Barlow Twins' projector).
+#[derive(Module, Debug)]
+pub struct VicReg {
+    pub backbone: ResNet,
+    pub projector: Projector,
+    #[module(skip)]
+    pub weights: Weights,
+}
+
+impl SelfSupervised for VicReg {
+    const NAME: &'static str = "vicreg";
+    const TITLE: &'static str = "VICReg";
+    const TRAITS: Traits = Traits {
+        negatives: "none",
+        momentum_encoder: false,
+        predictor: false,
+        loss: "invariance + variance hinge + covariance",
+        batch_claim: "low: no large batch needed (as Barlow Twins)",
+    };
+    // Every process's embeddings gathered, as `main_vicreg.py`'s `FullGatherLayer`.
+    const CROSSING: Crossing = Crossing::Global;
+    const PLOT: Plot = Plot { total: "loss = λ·inv + μ·var + ν·cov", log_scale: true, correlation_ideal: None };
+    const MULTI_CROP: bool = false;
+    type Settings = Weights;
+    type Carry = ();
+
+    fn init(weights: &Weights, encoder: &ResNetConfig, projector: &[usize], device: &Device) -> VicReg {
+        let (backbone, projector) = draw(encoder, |d| head(d, projector).init(device), device);
+        VicReg { backbone, projector, weights: *weights }
+    }
+
+    fn backbone(&self) -> &ResNet {
+        &self.backbone
+    }
+
+    fn with_backbone(self, backbone: ResNet) -> VicReg {
+        VicReg { backbone, ..self }
+    }
+
+    fn project(&self, images: Tensor<4>) -> Tensor<2> {
+        self.projector.forward(self.backbone.forward(images))
+    }
+
+    fn forward(&self, crops: &Crops, batch: &Batchwide, _: Stage) -> (Loss, ()) {
+        let (y1, y2) = crops.two();
+        let z_a = batch.gather(batch.project(&self.backbone, &self.projector, y1));
+        let z_b = batch.gather(batch.project(&self.backbone, &self.projector, y2));
+        (vicreg_loss(z_a, z_b, self.weights), ())
+    }
+
+    fn after_step(self, _: (), _: Stage) -> VicReg {
+        self
     }
 }
 

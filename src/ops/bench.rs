@@ -4,7 +4,8 @@
 use super::conv::ConvShape;
 use super::Kernels;
 use crate::config::range::COUNT;
-use crate::config::valid::{BATCH, LAYER, SIZE, WIDTH};
+use crate::config::range::LAYER;
+use crate::config::valid::{BATCH, SIZE, WIDTH};
 use crate::model::{Arch, ResNetConfig, Stem};
 use anyhow::{Result, bail};
 use burn::backend::flex::FlexTensor;

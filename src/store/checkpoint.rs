@@ -3,7 +3,7 @@
 use crate::methods::Model;
 use anyhow::{Context, Result, bail};
 use burn::optim::ModuleOptimizer;
-use burn::store::{BurnpackStore, ModuleSnapshot};
+use burn::store::ModuleSnapshot;
 use burn::tensor::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -27,11 +27,9 @@ pub struct RunState {
 
 /// Saves a checkpoint to `path`, atomically.
 pub fn save(path: &Path, state: &RunState, model: &Model, optim: &ModuleOptimizer) -> Result<()> {
-    let mut store = BurnpackStore::from_bytes(None);
     // burn holds a BatchNorm's latest running-statistics update aside until the next forward
     // pass; `valid()` commits it, so the file has the statistics the live model goes on with.
-    burn::module::Module::valid(model).save_into(&mut store).context("serialising the model")?;
-    let model_bytes = store.get_bytes().context("serialising the model")?;
+    let model_bytes = pack(&burn::module::Module::valid(model))?;
     let optim_bytes = optim.to_record().into_bytes().context("serialising the optimizer state")?;
     let state_bytes = serde_json::to_vec(state)?;
     let mut bytes = MAGIC.to_vec();
@@ -149,9 +147,17 @@ impl Checkpoint {
     }
 }
 
+/// A model's tensors as a burnpack, named by their module paths without the method's variant
+/// (`backbone.conv1.weight`, `momentum.projector.out.weight`, `queue.keys`).
+pub fn pack<M: ModuleSnapshot>(model: &M) -> Result<Bytes> {
+    let tensors = model.collect(None, None, true);
+    burn::store::burn_pack::Writer::new(tensors).into_bytes().map_err(|e| anyhow::anyhow!("serialising the model: {e:?}"))
+}
+
 pub(crate) fn load_weights(mut model: Model, bytes: Bytes) -> Result<Model> {
-    let mut store = BurnpackStore::from_bytes(Some(bytes));
-    let result = model.load_from(&mut store).context("reading the model weights")?;
+    let unreadable = |e: burn::store::burn_pack::Error| anyhow::anyhow!("reading the model weights: {e:?}");
+    let tensors = burn::store::burn_pack::Reader::from_bytes(bytes).and_then(|r| r.into_tensors()).map_err(unreadable)?;
+    let result = model.apply(tensors, None, None, true);
     if !result.errors.is_empty() || !result.missing.is_empty() {
         bail!("the weights do not fit the config: {result}");
     }
@@ -183,7 +189,7 @@ fn finite_state(bytes: &[u8]) -> Result<()> {
 
 /// An error naming the first tensor of `module` that holds a NaN or an infinity.
 pub fn finite<M: ModuleSnapshot>(module: &M) -> Result<()> {
-    for tensor in module.collect(None, None, false) {
+    for tensor in module.collect(None, None, true) {
         if !tensor.dtype.is_float() {
             continue;
         }

@@ -14,7 +14,7 @@ pub fn model_from(file: &Path, config: &Config, device: &Device, hint: &str) -> 
     let m = &config.model;
     let name = |v: &dyn std::fmt::Debug| format!("{v:?}").to_lowercase();
     let what = format!("a {} with the {} stem and width {}, as {hint} say", name(&m.arch), name(&m.stem), m.width);
-    let backbone = crate::store::torchvision::import_as(model.backbone.clone(), file, &what)?;
+    let backbone = crate::store::torchvision::import_as(model.backbone().clone(), file, &what)?;
     Ok(model.with_backbone(backbone))
 }
 

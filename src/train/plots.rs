@@ -5,8 +5,7 @@
 use super::metrics::{self, Record};
 use crate::config::Config;
 use crate::data::{self, Batch, Dataset};
-use crate::loss::standardize;
-use crate::methods::barlow::cross_correlation;
+use crate::loss::{cross_correlation, standardize};
 use crate::methods::{Method, Model};
 use crate::plot;
 use anyhow::Result;
@@ -38,19 +37,8 @@ pub fn curves(run: &Path, method: Method) -> Result<PathBuf> {
 
 /// The loss panel's title and the total's legend for `method`.
 pub fn loss_labels(method: Method) -> plot::LossLabels {
-    let total = match method {
-        Method::Barlow => "loss = on + λ·off",
-        Method::Vicreg => "loss = λ·inv + μ·var + ν·cov",
-        Method::Simclr | Method::Moco => "loss (InfoNCE)",
-        Method::Byol => "loss (2 − 2·cos, both views)",
-        Method::Simsiam => "loss (−cos)",
-    };
-    plot::LossLabels {
-        title: format!("{} loss", method.title()),
-        total: total.to_string(),
-        // SimSiam's negative cosine is below zero: no log axis for it.
-        log_scale: method != Method::Simsiam,
-    }
+    let p = method.plot();
+    plot::LossLabels { title: format!("{} loss", method.title()), total: p.total.to_string(), log_scale: p.log_scale }
 }
 
 /// How a loss term is named in the legend.
@@ -67,8 +55,8 @@ fn term_label(name: &str) -> String {
 pub fn correlation_matrix(model: &Model, batch: &Batch) -> (Vec<f32>, usize) {
     let model = model.valid();
     let device = model.devices().into_iter().next().expect("a device");
-    let z_a = model.project(crate::ops::upload(&batch.view_a[..], batch.shape, &device));
-    let z_b = model.project(crate::ops::upload(&batch.view_b[..], batch.shape, &device));
+    let view = |v: &data::loader::View| model.project(crate::ops::upload(&v.pixels[..], v.shape, &device));
+    let (z_a, z_b) = (view(&batch.views[0]), view(&batch.views[1]));
     let [n, d] = z_a.dims();
     let c = cross_correlation(standardize(z_a), standardize(z_b), n);
     (c.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 values"), d)
@@ -79,9 +67,10 @@ pub fn correlation(run: &Path, model: &Model, batch: &Batch, epoch: usize) -> Re
     let (c, d) = correlation_matrix(model, batch);
     let k = SHOWN.min(d);
     let out = run.join("correlation.png");
-    let title = match model.method() {
-        Method::Barlow => format!("cross-correlation C after epoch {epoch} ({k}×{k} of {d}; ideal: identity)"),
-        m => format!("{} projections' cross-correlation after epoch {epoch} ({k}×{k} of {d})", m.title()),
+    let m = model.method();
+    let title = match m.plot().correlation_ideal {
+        Some(ideal) => format!("cross-correlation C after epoch {epoch} ({k}×{k} of {d}; ideal: {ideal})"),
+        None => format!("{} projections' cross-correlation after epoch {epoch} ({k}×{k} of {d})", m.title()),
     };
     plot::correlation_heatmap(&c, d, k, &title, &out)?;
     Ok(out)

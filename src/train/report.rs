@@ -36,7 +36,7 @@ pub(super) fn log(metrics: &mut Option<Metrics>, write: impl FnOnce(&mut Metrics
 
 /// kNN accuracy of the encoder's features (eval-mode BatchNorm) on the monitor's splits.
 pub fn knn_monitor(model: &Model, monitor: &data::Monitor, config: &Config) -> Result<Accuracy> {
-    let encoder = model.backbone.valid();
+    let encoder = model.backbone().valid();
     let device = encoder.devices().into_iter().next().expect("a device");
     let views = data::Views::new(&config.data.views, config.data.size, monitor.train.normalize())?;
     let limit = |set: &data::Dataset| config.train.knn_limit.map(|n| set.spread(n)).unwrap_or_else(|| set.clone());
@@ -78,9 +78,10 @@ pub(super) fn progress_bar(steps: usize, epoch: usize, epochs: usize) -> Progres
 /// Refuses a step of `local` images a view that cannot fit in this machine's memory, before the
 /// allocation that would abort the process: its stems' outputs alone, and the loader's buffers.
 pub(super) fn step_fits(config: &Config, local: usize) -> Result<()> {
-    let size = config.data.size;
-    let stems = 2 * config.model().encoder.stem_bytes(local, size);
-    let loader = data::loader_bytes(local, size);
+    let (d, encoder) = (&config.data, config.model().encoder);
+    let size = d.size;
+    let stems = 2 * encoder.stem_bytes(local, size) + d.local_crops as u128 * encoder.stem_bytes(local, d.local_size);
+    let loader = data::loader_bytes(local, &data::Views::for_training(d, data::Normalize::gray(0.0, 1.0))?);
     let what = format!("a training step of 2 × {local} images at data.size = {size} with model.width = {}", config.model.width);
     crate::memory::ensure_fits(stems + loader, &what, "lower optim.batch_size, data.size or model.width")
 }

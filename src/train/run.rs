@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::data::{self, Batch, Dataset, Monitor};
 use crate::dist::Job;
 use crate::eval::Accuracy;
-use crate::methods::Model;
+use crate::methods::{Crops, Model};
 use crate::optim::Schedule;
 use crate::store::checkpoint::{self, RunState};
 use anyhow::{Context, Result, bail};
@@ -167,11 +167,10 @@ impl<'a> Run<'a> {
         for (i, views) in loader.enumerate() {
             let views = views?;
             let lr = self.schedule.factor(self.state.step);
-            let y1 = ops::upload(&views.view_a[..], views.shape, &self.device);
-            let y2 = ops::upload(&views.view_b[..], views.shape, &self.device);
-            let at = Progress { step: self.state.step, total: self.schedule.total_steps, lr };
+            let crops = crops(&views, &self.device);
+            let at = Progress { step: self.state.step, total: self.schedule.total_steps, steps_per_epoch: self.steps_per_epoch, lr };
             let model = self.model.take().expect("the model is given back by every step");
-            let (next, loss) = self.job.step(model, &mut self.optim, [y1, y2], config.train.precision, at);
+            let (next, loss) = self.job.step(model, &mut self.optim, crops, config.train.precision, at);
             self.model = Some(next);
             self.state.step += 1;
             self.steps_here += 1;
@@ -252,7 +251,7 @@ impl<'a> Run<'a> {
         checkpoint::save(&super::checkpoint_path(self.out), &self.state, self.model(), &self.optim)?;
         super::previous::discard(self.out)?;
         // Pictures are for people: failing to draw them must not stop training.
-        let drawn = plots::curves(self.out, config.model.method).and_then(|_| match &self.sample {
+        let drawn = plots::curves(self.out, config.model.method()).and_then(|_| match &self.sample {
             Some(b) => plots::correlation(self.out, self.model(), b, epoch).map(|_| ()),
             None => Ok(()),
         });
@@ -296,4 +295,11 @@ fn restore(job: &Job, config: &Config, out: &Path, resume: bool, device: &Device
         eprintln!("resuming {} at epoch {} (step {})", out.display(), state.epoch, state.step);
     }
     Ok((model, optim, state))
+}
+
+/// A batch's views on `device`: the first two the global crops, the rest the local ones.
+fn crops(batch: &Batch, device: &Device) -> Crops {
+    let mut views = batch.views.iter().map(|v| ops::upload(&v.pixels[..], v.shape, device));
+    let global = views.by_ref().take(2).collect();
+    Crops { global, local: views.collect() }
 }

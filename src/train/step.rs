@@ -1,7 +1,8 @@
 //! What a training step reports (its loss and terms, read back from the device in batches) and
-//! where it stands in the run; the step itself is [`crate::dist::Parallel::train_step`].
+//! where it stands in the run; the step itself is [`crate::dist::train_step`].
 
 use crate::loss::Loss;
+use crate::methods::Stage;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -111,5 +112,13 @@ impl<T> PendingStats<T> {
 pub struct Progress {
     pub step: usize,
     pub total: usize,
+    pub steps_per_epoch: usize,
     pub lr: f64,
+}
+
+impl Progress {
+    /// The step's place in training, as the methods see it.
+    pub fn stage(&self) -> Stage {
+        Stage { step: self.step, total: self.total, steps_per_epoch: self.steps_per_epoch }
+    }
 }

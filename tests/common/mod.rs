@@ -85,7 +85,8 @@ pub fn checkpoint_weights(out: &std::path::Path) -> Vec<u8> {
     use burn::store::{ModuleSnapshot, SafetensorsStore};
     let device = barlow::backend::device("auto").unwrap();
     let (_, model) = barlow::store::checkpoint::load_model(&out.join("checkpoint.bin"), &device).unwrap();
-    let mut store = SafetensorsStore::from_bytes(None);
+    // Named as the checkpoint names them: without the method's variant.
+    let mut store = SafetensorsStore::from_bytes(None).skip_enum_variants(true);
     model.save_into(&mut store).unwrap();
     store.get_bytes().unwrap()
 }

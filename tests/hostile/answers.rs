@@ -103,11 +103,11 @@ fn damaged_or_non_finite_checkpoints_are_refused_naming_the_file() {
     let device = common::plain_device();
     let (config, mut model) = barlow::store::checkpoint::load_model(&path, &device).unwrap();
     use burn::store::ModuleSnapshot;
-    let first = model.collect(None, None, false).into_iter().find(|t| t.dtype.is_float()).unwrap();
+    let first = model.collect(None, None, true).into_iter().find(|t| t.dtype.is_float()).unwrap();
     let n: usize = first.shape.iter().product();
     let nan = TensorData::new(vec![f32::NAN; n], first.shape.clone());
     let name = first.name.clone();
-    model.apply(vec![burn::store::bridge::from_data(nan, name.clone(), None)], None, None, false);
+    model.apply(vec![burn::store::bridge::from_data(nan, name.clone(), None)], None, None, true);
     let state = barlow::store::checkpoint::Checkpoint::read(&path).unwrap().state;
     let optim = config.optimizer(&config.schedule(8));
     barlow::store::checkpoint::save(&path, &state, &model, &optim).unwrap();
