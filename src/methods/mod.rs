@@ -1,9 +1,8 @@
-//! The self-supervised methods, one file each, over one trainer: Barlow Twins, SimCLR, MoCo v2,
-//! BYOL, SimSiam and VICReg.
+//! The self-supervised methods, one file each, over one trainer.
 //!
 //! A method's file owns everything that makes it that method ([`SelfSupervised`]): its
 //! settings with their defaults and checks, its heads, its forward pass over the views and its
-//! loss, how that loss crosses processes, its extra state (momentum network, queue) and what it
+//! loss, how that loss crosses processes, its extra state (momentum network, queue, centre) and what it
 //! does after a step, and its row of the comparison table. The list below is the registry: one
 //! line per method, from which [`Method`] (its name), [`Settings`], [`Model`] and [`Carry`] are
 //! made. The trainer, checkpoints, the kNN monitor, evaluation, export and plots see only these.

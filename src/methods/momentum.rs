@@ -1,5 +1,5 @@
-//! The momentum network of MoCo and BYOL: a copy of the encoder and projector that takes no
-//! gradient and follows the online one after every step, ξ ← τ·ξ + (1 − τ)·θ.
+//! Momentum networks: a copy of online modules (MoCo's and BYOL's encoder and projector, DINO's
+//! teacher) that takes no gradient and follows them after every step, ξ ← τ·ξ + (1 − τ)·θ.
 //!
 //! τ goes from a base to a final value by a cosine over training (BYOL's schedule, solo-learn's
 //! `MomentumUpdater`); MoCo v2's constant m is base = final. Only parameters follow the online
@@ -10,6 +10,7 @@ use crate::config::range::Range;
 use crate::model::{Projector, ResNet};
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::tensor::Tensor;
+use std::collections::VecDeque;
 
 /// `model.ema`: τ of a momentum network.
 pub const TAU: Range = Range::closed(0.0, 1.0);
@@ -28,10 +29,7 @@ impl Momentum {
     /// A copy of the online `backbone` and `projector` (weights and running statistics) that
     /// requires no gradient and has parameter ids of its own.
     pub fn copy_of(backbone: &ResNet, projector: &Projector, tau: [f64; 2]) -> Momentum {
-        // `valid()` then `train()` gives tensors and running-statistics cells of its own (a
-        // plain clone would share the running statistics with the online network).
-        let fresh = |m: Momentum| m.valid().train().no_grad().map(&mut FreshIds);
-        fresh(Momentum { backbone: backbone.clone(), projector: projector.clone(), tau })
+        fresh_copy(&Momentum { backbone: backbone.clone(), projector: projector.clone(), tau })
     }
 
     /// The momentum network's projection of `images`, with no gradient. BatchNorm runs in
@@ -42,18 +40,52 @@ impl Momentum {
 
     /// One step towards the online network after optimisation step `step` (0-based) of `total`.
     pub fn follow(self, backbone: &ResNet, projector: &Projector, step: usize, total: usize) -> Momentum {
-        let mut online = Floats::default();
-        backbone.visit(&mut online);
-        projector.visit(&mut online);
-        let tau = tau(self.tau, step, total);
-        let mut mapper = Follow { leaf: String::new(), online: online.values.into_iter(), tau };
+        let online = Online::default().read(backbone).read(projector);
+        let tau_now = tau(self.tau, step, total);
+        let (backbone, online) = online.move_towards(self.backbone, tau_now);
+        let (projector, online) = online.move_towards(self.projector, tau_now);
+        assert!(online.is_empty(), "the momentum network has the online network's shape");
+        Momentum { backbone, projector, tau: self.tau }
+    }
+}
+
+/// A copy of `module` (weights and running statistics) that requires no gradient and has
+/// parameter ids of its own.
+pub fn fresh_copy<M: Module>(module: &M) -> M {
+    // `valid()` then `train()` gives tensors and running-statistics cells of its own (a plain
+    // clone would share the running statistics with the online network).
+    module.valid().train().no_grad().map(&mut FreshIds)
+}
+
+/// The online network's parameters (not its running statistics), flattened, in visiting order:
+/// what a momentum copy of it moves towards.
+#[derive(Default)]
+pub struct Online {
+    values: VecDeque<Tensor<1>>,
+}
+
+impl Online {
+    /// These parameters followed by `module`'s.
+    pub fn read<M: Module>(mut self, module: &M) -> Online {
+        let mut floats = Floats::default();
+        module.visit(&mut floats);
+        self.values.extend(floats.values);
+        self
+    }
+
+    /// `target` one EMA step (ξ ← τ·ξ + (1 − τ)·θ) towards the next parameters, of its shapes.
+    pub fn move_towards<M: Module>(mut self, target: M, tau: f64) -> (M, Online) {
+        let mut mapper = Follow { leaf: String::new(), online: &mut self.values, tau };
         // Mapped parameters come back tracked by autodiff: without `no_grad` every forward of the
         // momentum network would record graph nodes that no backward ever consumes (memory that
         // grows per step, and under MPI the communicator they hold, so MPI never finalises).
-        let (backbone, projector) = (self.backbone.map(&mut mapper).no_grad(), self.projector.map(&mut mapper).no_grad());
-        let moved = Momentum { backbone, projector, tau: self.tau };
-        assert!(mapper.online.next().is_none(), "the momentum network has the online network's shape");
-        moved
+        let moved = target.map(&mut mapper).no_grad();
+        (moved, self)
+    }
+
+    /// Whether every parameter read has been followed.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
     }
 }
 
@@ -92,13 +124,13 @@ impl ModuleVisitor for Floats {
 }
 
 /// Moves each momentum parameter towards its online twin, visited in the same order.
-struct Follow {
+struct Follow<'a> {
     leaf: String,
-    online: std::vec::IntoIter<Tensor<1>>,
+    online: &'a mut VecDeque<Tensor<1>>,
     tau: f64,
 }
 
-impl ModuleMapper for Follow {
+impl ModuleMapper for Follow<'_> {
     fn enter_module(&mut self, name: &str, _: &str) {
         self.leaf = name.to_string();
     }
@@ -106,7 +138,7 @@ impl ModuleMapper for Follow {
         if is_running_stat(&self.leaf) {
             return param;
         }
-        let online = self.online.next().expect("the momentum network has the online network's shape");
+        let online = self.online.pop_front().expect("the momentum network has the online network's shape");
         let tau = self.tau;
         param.map(|target| {
             let shape = target.shape();
