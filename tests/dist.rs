@@ -9,25 +9,20 @@
 
 mod common;
 
+use common::workers::{N, STEPS, TOLERANCE, collect, rel_err, trains_over_workers_as_one_process, values, view};
+
 use barlow::methods::{Batchwide, Crops, Reduce};
 use barlow::collective::{Collective, Comm, Single, ThreadGroup, all_gather, all_reduce_sum};
 use barlow::dist::step::barlow_gradients;
-use barlow::dist::train_step;
 use barlow::methods::barlow::LAMBDA;
 use barlow::methods::{MethodConfig, Model};
 use barlow::model::{Arch, ResNetConfig, Stem};
 use barlow::ops::precision::Precision;
 use barlow::optim::LarsConfig;
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::optim::GradientsParams;
+use burn::module::Module;
 use burn::store::{BurnpackStore, ModuleSnapshot};
 use burn::tensor::{Device, Tensor, TensorData};
 use std::sync::Arc;
-
-/// Images in the global batch, and LARS steps taken.
-const N: usize = 16;
-const STEPS: usize = 3;
-const TOLERANCE: f64 = 1e-5;
 
 fn config() -> MethodConfig {
     let encoder = ResNetConfig::new(Arch::Resnet18).with_stem(Stem::Cifar).with_width(4);
@@ -51,20 +46,9 @@ fn copy(model: &Model, device: &Device) -> Model {
     fresh
 }
 
-/// Step `step`'s two views of the global batch, the same on every worker (from a hash, not the
-/// device's generator, which threads would share).
+/// Step `step`'s two views of the global batch.
 fn views(step: usize, device: &Device) -> (Tensor<4>, Tensor<4>) {
-    let shape = [N, 3, 16, 16];
-    let view = |v: usize| {
-        let values = (0..shape.iter().product::<usize>())
-            .map(|i| {
-                let h = ((i * 7919 + step * 104_729 + v * 1_299_709) as f32 * 0.618_034).sin() * 43_758.547;
-                2.0 * (h - h.floor()) - 1.0
-            })
-            .collect::<Vec<f32>>();
-        Tensor::from_data(TensorData::new(values, shape), device)
-    };
-    (view(0), view(1))
+    (view(step, 0, 16, device), view(step, 1, 16, device))
 }
 
 /// What one worker saw: the loss of every step, C and the averaged gradients of the first, and
@@ -97,48 +81,6 @@ fn run(par: &Batchwide, model: &Model, device: &Device) -> Outcome {
     Outcome { losses, c, grads, weights: collect(&model.valid(), None) }
 }
 
-
-fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap()
-}
-
-/// Every float of `module` (or its gradient, where there is one) by path.
-fn collect<M: Module>(module: &M, grads: Option<&GradientsParams>) -> Vec<(String, Vec<f32>)> {
-    struct Collect<'a> {
-        path: Vec<String>,
-        grads: Option<&'a GradientsParams>,
-        out: Vec<(String, Vec<f32>)>,
-    }
-    impl ModuleVisitor for Collect<'_> {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.path.push(name.to_string());
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.path.pop();
-        }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let value = match self.grads {
-                Some(g) => match g.get::<D>(param.id) {
-                    Some(grad) => grad,
-                    None => return,
-                },
-                None => param.val(),
-            };
-            self.out.push((self.path.join("."), values(value)));
-        }
-    }
-    let mut c = Collect { path: vec![], grads, out: vec![] };
-    module.visit(&mut c);
-    c.out
-}
-
-/// ‖a − b‖ / ‖b‖.
-fn rel_err(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let diff: f64 = a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum();
-    let norm: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
-    (diff / norm.max(1e-30)).sqrt()
-}
 
 /// Where a worker's outcome differs from the one-process outcome by more than the tolerance,
 /// and the largest relative error of all.
@@ -348,9 +290,6 @@ fn mpi_two_ranks_match_one() {
 #[test]
 fn the_other_methods_train_over_workers_as_one_process() {
     use barlow::config::Config;
-    use barlow::methods::Model;
-    use barlow::train::Progress;
-    let device = common::device();
     for preset in ["byol-cifar10", "simsiam-cifar10", "simclr-cifar10", "vicreg-cifar10", "moco-cifar10"] {
         let mut small = vec!["model.width=4".to_string(), "model.projector=[32, 16]".to_string()];
         if preset.starts_with("byol") || preset.starts_with("simsiam") {
@@ -361,74 +300,10 @@ fn the_other_methods_train_over_workers_as_one_process() {
             small.extend([format!("model.queue={}", 2 * N), format!("optim.batch_size={N}")]);
         }
         let config = Config::load(preset, &small).unwrap_or_else(|e| panic!("{e:#}")).model();
-        let _generator = common::seeded(&device, 7);
-        let initial = config.init(&device);
-        let fresh = || -> Model {
-            let mut store = BurnpackStore::from_bytes(None);
-            initial.valid().save_into(&mut store).unwrap();
-            let mut store = BurnpackStore::from_bytes(Some(store.get_bytes().unwrap()));
-            let mut model = config.init(&device);
-            model.load_from(&mut store).unwrap();
-            model
-        };
-        let run = |par: &Batchwide, model: Model| -> (Vec<f64>, Vec<(String, Vec<f32>)>) {
-            let (rank, size) = (par.comm.rank(), par.comm.size());
-            let (n, mut model, mut optim) = (N / size, model, LarsConfig::new().init());
-            let mut losses = vec![];
-            for step in 0..STEPS {
-                let (y1, y2) = views(step, &device);
-                let (y1, y2) = (y1.narrow(0, rank * n, n), y2.narrow(0, rank * n, n));
-                let at = Progress { step, total: STEPS, steps_per_epoch: STEPS, lr: 1.0 };
-                let (next, loss) = train_step(par, model, &mut optim, Crops::pair(y1, y2), Precision::F32, at);
-                losses.push(loss.total.into_scalar::<f64>());
-                model = next;
-            }
-            (losses, collect(&model.valid(), None))
-        };
-        let whole = run(&Batchwide::new(Arc::new(Single), true), fresh());
-        for (size, sync_bn) in [(2, true), (4, true), (2, false)] {
-            let models: Vec<Model> = (0..size).map(|_| fresh()).collect();
-            let outcomes: Vec<_> = std::thread::scope(|scope| {
-                let handles: Vec<_> = ThreadGroup::new(size)
-                    .into_iter()
-                    .zip(models)
-                    .map(|(worker, model)| {
-                        let run = &run;
-                        let comm: Comm = Arc::new(worker);
-                        let par = Batchwide { comm: comm.clone(), sync_bn, reduce: Reduce::Differentiable };
-                        scope.spawn(move || {
-                            let outcome = run(&par, model);
-                            drop(par);
-                            (outcome, Arc::strong_count(&comm))
-                        })
-                    })
-                    .collect();
-                handles.into_iter().map(|h| h.join().unwrap()).collect()
-            });
-            for (rank, ((losses, weights), holders)) in outcomes.iter().enumerate() {
-                // Nothing keeps the communicator once training is done: autodiff nodes that no
-                // backward consumes (a momentum network's forward, if it were tracked) would.
-                assert_eq!(*holders, 1, "{preset}: the communicator is still held {} more times", holders - 1);
-                let mut worst = 0f64;
-                for (a, b) in losses.iter().zip(&whole.0) {
-                    worst = worst.max(((a - b) / b).abs());
-                }
-                assert_eq!(weights.len(), whole.1.len());
-                // SimSiam's predictor sees BatchNorm outputs through a Linear without bias: its
-                // BatchNorm's running mean is zero up to rounding (1e-9), compared absolutely.
-                let floored = |a: &[f32], b: &[f32]| {
-                    let rms = (b.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / b.len() as f64).sqrt();
-                    rel_err(a, b) * rms.max(1e-30) / rms.max(1e-3)
-                };
-                for ((_, a), (_, b)) in weights.iter().zip(&whole.1) {
-                    worst = worst.max(floored(a, b));
-                }
-                match sync_bn {
-                    true => assert!(worst <= TOLERANCE, "{preset}, {size} workers, rank {rank}: relative error {worst:.2e}"),
-                    false => assert!(worst > 1e-3, "{preset}: BatchNorm per process must differ ({worst:.2e})"),
-                }
-                println!("{preset}, {size} workers (sync_bn {sync_bn}), rank {rank}: largest relative error {worst:.1e}");
-            }
-        }
+        let device = common::device();
+        trains_over_workers_as_one_process(preset, &config, |step| {
+            let (y1, y2) = views(step, &device);
+            Crops::pair(y1, y2)
+        });
     }
 }

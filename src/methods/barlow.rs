@@ -39,6 +39,12 @@ impl MethodSettings for Settings {
     }
 }
 
+/// Values its keys take and refuse, by name (`config::valid`'s table test).
+#[cfg(test)]
+pub const KEY_CASES: &[crate::config::valid::KeyCase] = &[
+    ("quick", "model.lambda", &["0.0", "0.0051"], &["-0.1", "nan", "inf"]),
+];
+
 /// The encoder and its projector (Linear → BN → ReLU, ×2, → Linear, no biases before a BN).
 #[derive(Module, Debug)]
 pub struct BarlowTwins {

@@ -52,6 +52,12 @@ impl MethodSettings for Settings {
     }
 }
 
+/// Values its keys take and refuse, by name (`config::valid`'s table test).
+#[cfg(test)]
+pub const KEY_CASES: &[crate::config::valid::KeyCase] = &[
+    ("byol-cifar10", "model.predictor", &["[4096, {d}]", "[{d}]"], &["[0, {d}]", "[40000, {d}]"]),
+];
+
 /// The online network (encoder, projector, predictor) and the target network following it.
 #[derive(Module, Debug)]
 pub struct Byol {

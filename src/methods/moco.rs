@@ -64,6 +64,14 @@ impl MethodSettings for Settings {
     }
 }
 
+/// Values its keys take and refuse, by name (`config::valid`'s table test).
+#[cfg(test)]
+pub const KEY_CASES: &[crate::config::valid::KeyCase] = &[
+    ("moco-cifar10", "model.temperature", &["0.2", "1e-3"], &["0", "-1", "nan"]),
+    ("moco-cifar10", "model.queue", &["256", "65536"], &["0", "33554432"]),
+    ("moco-cifar10", "model.ema", &["[0.99, 1.0]", "[0.0, 0.0]"], &["[1.5, 1.0]", "[0.99, -0.1]", "[nan, 1.0]"]),
+];
+
 /// The query encoder and its MLP head, the key encoder following it, and the queue of keys.
 #[derive(Module, Debug)]
 pub struct MocoV2 {

@@ -63,6 +63,10 @@ macro_rules! registry {
             }
         }
 
+        /// Each method's hostile cases for its numeric `[model]` keys.
+        #[cfg(test)]
+        pub const KEY_CASES: &[&[crate::config::valid::KeyCase]] = &[$($file::KEY_CASES),+];
+
         /// A method's settings (the `[model]` keys besides the encoder and the projector).
         #[derive(Clone, Debug, PartialEq)]
         pub enum Settings { $($variant(<$file::$ty as SelfSupervised>::Settings)),+ }

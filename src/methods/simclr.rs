@@ -39,6 +39,11 @@ impl MethodSettings for Settings {
     }
 }
 
+/// Values its keys take and refuse, by name (`config::valid`'s table test): none but those it
+/// shares with another method.
+#[cfg(test)]
+pub const KEY_CASES: &[crate::config::valid::KeyCase] = &[];
+
 /// The encoder and its g(·): Linear → ReLU → Linear, with biases and no BatchNorm.
 #[derive(Module, Debug)]
 pub struct SimClr {

@@ -39,6 +39,11 @@ impl MethodSettings for Settings {
     }
 }
 
+/// Values its keys take and refuse, by name (`config::valid`'s table test): none but those it
+/// shares with another method.
+#[cfg(test)]
+pub const KEY_CASES: &[crate::config::valid::KeyCase] = &[];
+
 /// The encoder, its projector (every layer batch-normalised, the output without affine
 /// parameters) and the predictor.
 #[derive(Module, Debug)]

@@ -45,6 +45,14 @@ impl MethodSettings for Weights {
     }
 }
 
+/// Values its keys take and refuse, by name (`config::valid`'s table test).
+#[cfg(test)]
+pub const KEY_CASES: &[crate::config::valid::KeyCase] = &[
+    ("vicreg-cifar10", "model.invariance", &["0", "25"], &["-1", "nan"]),
+    ("vicreg-cifar10", "model.variance", &["0", "25"], &["-25"]),
+    ("vicreg-cifar10", "model.covariance", &["0", "1"], &["-1", "inf"]),
+];
+
 /// The encoder and its expander (Barlow Twins' projector).
 #[derive(Module, Debug)]
 pub struct VicReg {

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod workers;
+
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use std::path::PathBuf;
 
