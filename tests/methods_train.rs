@@ -51,14 +51,25 @@ fn knn(run: &Path) -> Vec<f64> {
 }
 
 /// 3 epochs of 32 steps: the mean loss of the last 8 steps is below that of the first 8 (for
-/// MoCo: the first 8 against a queue of real keys), and kNN top-1 gains 5 points on the random
+/// MoCo: the first 8 against a queue of real keys; for DINO: the first 8 once its last layer
+/// trains, in the second epoch — its teacher starts as the student, so its first losses sit
+/// below those of a student moving away from it), and kNN top-1 gains 5 points on the random
 /// network's.
 fn learns(method: &str) {
+    learns_with(method, &[]);
+}
+
+fn learns_with(method: &str, extra: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
-    run(&mut barlow(dir.path(), method, &["--set=data.limit=2048", "--epochs=3", "--set=train.knn_every=3"]));
+    let args = [&["--set=data.limit=2048", "--epochs=3", "--set=train.knn_every=3"], extra].concat();
+    run(&mut barlow(dir.path(), method, &args));
     let losses = step_losses(dir.path());
     assert_eq!(losses.len(), 96, "{method}: every step logged");
-    let first = if method == "moco" { 1 } else { 0 };
+    let first = match method {
+        "moco" => 1,
+        "dino" => 32,
+        _ => 0,
+    };
     let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
     let (early, late) = (mean(&losses[first..first + 8]), mean(&losses[88..]));
     assert!(late < early, "{method}: loss went from {early:.4} to {late:.4}");
@@ -95,10 +106,16 @@ fn vicreg_learns() {
     learns("vicreg");
 }
 
+/// With two local crops of 8 px beside the global 16-px views.
+#[test]
+fn dino_learns_with_local_crops() {
+    learns_with("dino", &["--set=data.local_crops=2", "--set=data.local_size=8"]);
+}
+
 /// A run stopped in its second epoch (after the first checkpoint, like a killed one) and resumed
-/// ends with bit for bit the tensors of an uninterrupted run, the momentum network and the queue
-/// included.
-fn resumes_exactly(method: &str) {
+/// ends with bit for bit the tensors of an uninterrupted run, the method's state (`parts`: the
+/// momentum network, the queue, the centre) included.
+fn resumes_exactly(method: &str, parts: &[&str]) {
     let small = ["--set=data.limit=512", "--epochs=3", "--set=train.knn_every=0"];
     let whole = tempfile::tempdir().unwrap();
     run(&mut barlow(whole.path(), method, &small));
@@ -111,11 +128,8 @@ fn resumes_exactly(method: &str) {
     let (a, b) = (common::checkpoint_weights(whole.path()), common::checkpoint_weights(broken.path()));
     let (a, b) = (safetensors::SafeTensors::deserialize(&a).unwrap(), safetensors::SafeTensors::deserialize(&b).unwrap());
     let names = a.names();
-    for part in ["momentum.backbone.conv1.weight", "momentum.projector.out.weight"] {
-        assert!(names.contains(&part), "{method}: the checkpoint holds {part}");
-    }
-    if method == "moco" {
-        assert!(names.contains(&"queue.keys"), "the checkpoint holds the queue");
+    for part in parts {
+        assert!(names.contains(part), "{method}: the checkpoint holds {part}");
     }
     let differ: Vec<_> = names.iter()
         .filter(|n| b.tensor(n).map(|t| t.data() != a.tensor(n).unwrap().data()).unwrap_or(true))
@@ -124,14 +138,22 @@ fn resumes_exactly(method: &str) {
     assert_eq!(step_losses(broken.path()), step_losses(whole.path()), "{method}: the same losses, each step once");
 }
 
+/// The momentum network's tensors in a checkpoint.
+const MOMENTUM: [&str; 2] = ["momentum.backbone.conv1.weight", "momentum.projector.out.weight"];
+
 #[test]
 fn moco_resumes_bit_for_bit() {
-    resumes_exactly("moco");
+    resumes_exactly("moco", &[MOMENTUM[0], MOMENTUM[1], "queue.keys"]);
 }
 
 #[test]
 fn byol_resumes_bit_for_bit() {
-    resumes_exactly("byol");
+    resumes_exactly("byol", &MOMENTUM);
+}
+
+#[test]
+fn dino_resumes_bit_for_bit() {
+    resumes_exactly("dino", &["teacher.backbone.conv1.weight", "teacher.head.last_layer.weight_v", "center"]);
 }
 
 /// Settings that cannot work are refused before anything is written, naming the key.

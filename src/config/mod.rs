@@ -17,7 +17,7 @@ use anyhow::{Context, Result};
 /// The presets under `configs/`, compiled in so that `--config NAME` works from anywhere.
 /// `<method>-cifar10` and `<method>-imagenet` are each method's recipes (Barlow Twins' are
 /// `cifar10` and `imagenet`, also under `barlow-...`).
-pub const PRESETS: [(&str, &str); 16] = [
+pub const PRESETS: [(&str, &str); 18] = [
     ("quick", include_str!("../../configs/quick.toml")),
     ("cifar10", include_str!("../../configs/cifar10.toml")),
     ("cifar10-cpu", include_str!("../../configs/cifar10-cpu.toml")),
@@ -34,6 +34,8 @@ pub const PRESETS: [(&str, &str); 16] = [
     ("simsiam-imagenet", include_str!("../../configs/simsiam-imagenet.toml")),
     ("vicreg-cifar10", include_str!("../../configs/vicreg-cifar10.toml")),
     ("vicreg-imagenet", include_str!("../../configs/vicreg-imagenet.toml")),
+    ("dino-cifar10", include_str!("../../configs/dino-cifar10.toml")),
+    ("dino-imagenet", include_str!("../../configs/dino-imagenet.toml")),
 ];
 
 

@@ -29,6 +29,7 @@ registry! {
     byol::Byol => Byol,
     simsiam::SimSiam => Simsiam,
     vicreg::VicReg => Vicreg,
+    dino::Dino => Dino,
 }
 
 /// Everything a [`Model`] is built from.
