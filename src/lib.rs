@@ -2,7 +2,6 @@
 //! SimSiam and VICReg on the same trainer.
 
 pub mod backend;
-pub mod bench;
 pub mod cli;
 pub mod compare;
 pub mod collective;

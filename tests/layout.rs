@@ -237,3 +237,27 @@ fn no_source_file_is_over_400_lines() {
         .collect();
     assert!(long.is_empty(), "over ~400 lines: {}", long.join(", "));
 }
+
+/// The modules that name `clap`: the command line's structs live in the CLI layer only.
+fn clap_users(src: &Path) -> Vec<String> {
+    let mut files = BTreeMap::new();
+    modules(src, &[], &mut files);
+    files.into_iter()
+        .filter(|(_, f)| std::fs::read_to_string(f).unwrap().lines().any(|l| l.split("//").next().unwrap().contains("clap")))
+        .map(|(m, _)| m.join("::"))
+        .collect()
+}
+
+#[test]
+fn command_line_structs_are_in_the_cli_layer_only() {
+    let outside: Vec<String> = clap_users(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"))
+        .into_iter()
+        .filter(|m| m != "cli" && !m.starts_with("cli::"))
+        .collect();
+    assert!(outside.is_empty(), "clap outside src/cli/: {}", outside.join(", "));
+    // The check can fail: a library module deriving clap's Args is found.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("lib.rs"), "pub mod train;\n").unwrap();
+    std::fs::write(dir.path().join("train.rs"), "#[derive(clap::Args)]\npub struct TrainArgs {}\n").unwrap();
+    assert_eq!(clap_users(dir.path()), vec!["train".to_string()]);
+}

@@ -1,6 +1,7 @@
 //! The `barlow` command line.
 
 pub mod args;
+pub mod bench;
 pub mod commands;
 
 use args::ConfigArgs;
@@ -42,10 +43,10 @@ pub enum Command {
     #[command(subcommand)]
     Bench(Bench),
     /// Compile and autotune a config's GPU kernels ahead of training (kept in the kernel cache).
-    Tune(crate::bench::TuneArgs),
+    Tune(bench::TuneArgs),
     /// Train every method at every batch size with its own recipe and compare their kNN accuracy
     /// (DIR/compare.md, .csv, .png); an interrupted comparison continues where it stopped.
-    Compare(crate::compare::CompareArgs),
+    Compare(CompareArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -84,14 +85,14 @@ pub enum DataCommand {
 #[derive(Subcommand, Debug)]
 pub enum Bench {
     /// One training step (two views, loss, backward, LARS), per backend.
-    Step(crate::bench::StepArgs),
+    Step(bench::StepArgs),
     /// Loader throughput: pairs of views per second.
-    Loader(crate::bench::LoaderArgs),
+    Loader(bench::LoaderArgs),
     /// Convolution and BatchNorm of a step, op by op: burn's CPU ops against barlow's.
     #[cfg(feature = "flex")]
-    Ops(crate::ops::bench::OpsArgs),
+    Ops(bench::ops::OpsArgs),
     /// A GPU backend's loss and gradients against the CPU's, on the same weights and batch.
-    Check(crate::bench::CheckArgs),
+    Check(bench::CheckArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -138,6 +139,41 @@ pub struct PreviewArgs {
     pub seed: u64,
 }
 
+/// `barlow compare`'s arguments.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CompareArgs {
+    /// A comparison (compare-cpu, or a TOML file with a [compare] table), or a recipe family
+    /// (cifar10, imagenet: every method's own preset as it is).
+    #[arg(long, short)]
+    pub config: String,
+    /// Methods to train [default: the comparison's].
+    #[arg(long, value_delimiter = ',')]
+    pub methods: Option<Vec<crate::methods::Method>>,
+    /// Batch sizes to train each method at [default: the comparison's].
+    #[arg(long, value_delimiter = ',', value_parser = crate::config::valid::BATCH.parser::<usize>())]
+    pub batch_sizes: Option<Vec<usize>>,
+    /// Epochs of every run [default: the comparison's, else each recipe's].
+    #[arg(long, value_parser = crate::config::valid::EPOCHS.parser::<usize>())]
+    pub epochs: Option<usize>,
+    /// Where the runs and the report go.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Also a linear probe on each finished encoder, trained for this many epochs.
+    #[arg(long, value_name = "EPOCHS", value_parser = COUNT.parser::<usize>())]
+    pub linear: Option<usize>,
+    /// Changes to every run's config (`--set train.backend=cuda`, `--data DIR`).
+    #[command(flatten)]
+    pub overrides: args::Overrides,
+}
+
+impl CompareArgs {
+    fn request(self) -> crate::compare::Request {
+        let overrides = self.overrides.list();
+        let CompareArgs { config, methods, batch_sizes, epochs, out, linear, .. } = self;
+        crate::compare::Request { config, methods, batch_sizes, epochs, out, linear, overrides }
+    }
+}
+
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(args) => train(args),
@@ -147,13 +183,13 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Export(args) => commands::export(&args.checkpoint, &args.format, &args.out),
         Command::Plot { run } => commands::plot(&run),
         Command::Data(DataCommand::Preview(args)) => preview(args),
-        Command::Bench(Bench::Step(args)) => crate::bench::step(&args).map(|_| ()),
-        Command::Bench(Bench::Loader(args)) => crate::bench::loader(&args).map(|_| ()),
+        Command::Bench(Bench::Step(args)) => bench::step(&args).map(|_| ()),
+        Command::Bench(Bench::Loader(args)) => bench::loader(&args).map(|_| ()),
         #[cfg(feature = "flex")]
-        Command::Bench(Bench::Ops(args)) => crate::ops::bench::run(&args),
-        Command::Bench(Bench::Check(args)) => crate::bench::check::check(&args).map(|_| ()),
-        Command::Tune(args) => crate::bench::tune(&args),
-        Command::Compare(args) => crate::compare::compare(&args).map(|_| ()),
+        Command::Bench(Bench::Ops(args)) => bench::ops::run(&args),
+        Command::Bench(Bench::Check(args)) => bench::check::check(&args).map(|_| ()),
+        Command::Tune(args) => bench::tune(&args),
+        Command::Compare(args) => crate::compare::compare(&args.request()).map(|_| ()),
     }
 }
 

@@ -10,10 +10,7 @@
 mod plot;
 pub mod report;
 
-use crate::cli::args::Overrides;
 use crate::config::Config;
-use crate::config::range::COUNT;
-use crate::config::valid::{BATCH, EPOCHS};
 use crate::eval::ProbeConfig;
 use crate::methods::Method;
 use crate::store::checkpoint::Checkpoint;
@@ -26,30 +23,19 @@ use std::path::{Path, PathBuf};
 /// The comparisons under `configs/`, compiled in.
 pub const COMPARISONS: [(&str, &str); 1] = [("compare-cpu", include_str!("../../configs/compare-cpu.toml"))];
 
-#[derive(clap::Args, Debug, Clone)]
-pub struct CompareArgs {
-    /// A comparison (compare-cpu, or a TOML file with a [compare] table), or a recipe family
-    /// (cifar10, imagenet: every method's own preset as it is).
-    #[arg(long, short)]
+/// What `barlow compare` is asked for (`barlow compare --help` says each).
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// A comparison (preset or file) or a recipe family.
     pub config: String,
-    /// Methods to train [default: the comparison's].
-    #[arg(long, value_delimiter = ',')]
     pub methods: Option<Vec<Method>>,
-    /// Batch sizes to train each method at [default: the comparison's].
-    #[arg(long, value_delimiter = ',', value_parser = BATCH.parser::<usize>())]
     pub batch_sizes: Option<Vec<usize>>,
-    /// Epochs of every run [default: the comparison's, else each recipe's].
-    #[arg(long, value_parser = EPOCHS.parser::<usize>())]
     pub epochs: Option<usize>,
-    /// Where the runs and the report go.
-    #[arg(long, short)]
     pub out: PathBuf,
-    /// Also a linear probe on each finished encoder, trained for this many epochs.
-    #[arg(long, value_name = "EPOCHS", value_parser = COUNT.parser::<usize>())]
+    /// Epochs of a linear probe on each finished encoder.
     pub linear: Option<usize>,
-    /// Changes to every run's config (`--set train.backend=cuda`, `--data DIR`).
-    #[command(flatten)]
-    pub overrides: Overrides,
+    /// `key=value` changes to every run's config.
+    pub overrides: Vec<String>,
 }
 
 /// A comparison: what to train, and how each run's config is made.
@@ -174,7 +160,7 @@ pub struct Outcome {
 }
 
 /// Trains what is missing, then writes the report; returns every run with what it reached.
-pub fn compare(args: &CompareArgs) -> Result<Vec<(Run, Outcome)>> {
+pub fn compare(args: &Request) -> Result<Vec<(Run, Outcome)>> {
     let cmp = Comparison::load(&args.config)?;
     let methods = args.methods.clone().unwrap_or(cmp.methods.clone());
     let batch_sizes = args.batch_sizes.clone().unwrap_or(cmp.batch_sizes.clone());
@@ -182,11 +168,11 @@ pub fn compare(args: &CompareArgs) -> Result<Vec<(Run, Outcome)>> {
         bail!("nothing to compare: give --methods and --batch-sizes (comparison `{}` names none)", cmp.name);
     }
     // Every config is made and checked before anything trains.
-    let overrides = args.overrides.list();
+    let overrides = &args.overrides;
     let mut runs = vec![];
     for &method in &methods {
         for &batch_size in &batch_sizes {
-            let config = cmp.config(method, batch_size, args.epochs, &overrides)?;
+            let config = cmp.config(method, batch_size, args.epochs, overrides)?;
             let dir = args.out.join("runs").join(format!("{method}-b{batch_size}"));
             runs.push(Run { method, batch_size, config, dir });
         }

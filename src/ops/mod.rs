@@ -18,7 +18,6 @@ pub mod batch_norm;
 mod columns;
 mod elementwise;
 #[cfg(feature = "flex")]
-pub mod bench;
 pub mod conv;
 #[cfg(feature = "flex")]
 mod flex;

@@ -1,8 +1,8 @@
 //! `barlow bench ops`: where a training step's time goes, operation by operation — burn's CPU
 //! ops against ours on the exact layer shapes of the step (PyTorch: `scripts/torch_ops.py`).
 
-use super::conv::ConvShape;
-use super::Kernels;
+use crate::ops::conv::ConvShape;
+use crate::ops::Kernels;
 use crate::config::range::COUNT;
 use crate::config::range::LAYER;
 use crate::config::valid::{BATCH, SIZE, WIDTH};

@@ -2,13 +2,14 @@
 //! against the CPU's, and the loader's throughput.
 
 pub mod check;
+pub mod ops;
 pub mod step;
 
 pub use check::CheckArgs;
 pub use step::{StepArgs, TuneArgs, step, tune};
 
 use crate::config::range::COUNT;
-use crate::ops::bench::process_cpu_seconds;
+use ops::process_cpu_seconds;
 use anyhow::Result;
 use std::time::Instant;
 
