@@ -22,6 +22,15 @@ impl Loss {
     pub fn single(total: Tensor<1>) -> Loss {
         Loss { total, terms: vec![] }
     }
+
+    /// The loss and its terms times `factor` (the same loss where `factor` is 1).
+    pub fn scaled(self, factor: f64) -> Loss {
+        if factor == 1.0 {
+            return self;
+        }
+        let terms = self.terms.into_iter().map(|(name, t)| (name, t.mul_scalar(factor))).collect();
+        Loss { total: self.total.mul_scalar(factor), terms }
+    }
 }
 
 /// Standardises each dimension over the batch: BatchNorm with `affine=false` in training mode

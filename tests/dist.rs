@@ -307,3 +307,52 @@ fn the_other_methods_train_over_workers_as_one_process() {
         });
     }
 }
+
+/// The official code's gradient (its in-place `all_reduce(c)`: 1/W of the true one, as the test
+/// above shows) is the true gradient of the loss scaled by 1/W: three LARS steps of 2 and 4
+/// workers with the detached sum end with the weights of one process holding the global batch
+/// with `model.scale_loss = 1/W` — and not with those of the unscaled process.
+#[test]
+fn the_official_gradient_is_the_true_one_of_the_loss_scaled_by_one_over_w() {
+    use barlow::dist::{Arithmetic, train_step};
+    use barlow::train::Progress;
+    let device = common::device();
+    let _generator = common::seeded(&device, 7);
+    let model = initial_model(&device);
+    let steps = |par: &Batchwide, mut model: Model, scale_loss: f64| -> Vec<(String, Vec<f32>)> {
+        let (rank, n) = (par.comm.rank(), N / par.comm.size());
+        let mut optim = LarsConfig::new().init();
+        for step in 0..STEPS {
+            let (y1, y2) = views(step, &device);
+            let crops = Crops::pair(y1.narrow(0, rank * n, n), y2.narrow(0, rank * n, n));
+            let at = Progress { step, total: STEPS, steps_per_epoch: STEPS, lr: 1.0 };
+            model = train_step(par, model, &mut optim, crops, Arithmetic { precision: Precision::F32, scale_loss }, at).0;
+        }
+        collect(&model.valid(), None)
+    };
+    let worst = |a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)]| {
+        a.iter().zip(b).map(|((_, x), (_, y))| rel_err(x, y)).fold(0f64, f64::max)
+    };
+    let one = Batchwide::new(Arc::new(Single), true);
+    let plain = steps(&one, copy(&model, &device), 1.0);
+    for size in [2, 4] {
+        let scaled = steps(&one, copy(&model, &device), 1.0 / size as f64);
+        let models: Vec<Model> = (0..size).map(|_| copy(&model, &device)).collect();
+        let official: Vec<_> = std::thread::scope(|scope| {
+            let handles: Vec<_> = ThreadGroup::new(size).into_iter().zip(models).map(|(worker, model)| {
+                let steps = &steps;
+                scope.spawn(move || {
+                    let par = Batchwide { comm: Arc::new(worker), sync_bn: true, reduce: Reduce::Detached };
+                    steps(&par, model, 1.0)
+                })
+            }).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (rank, weights) in official.iter().enumerate() {
+            let (to_scaled, to_plain) = (worst(weights, &scaled), worst(weights, &plain));
+            assert!(to_scaled <= TOLERANCE, "{size} workers, rank {rank}: {to_scaled:.2e} from the 1/{size}-scaled process");
+            assert!(to_plain > 1e-3, "{size} workers, rank {rank}: only {to_plain:.2e} from the unscaled process");
+            println!("{size} workers, rank {rank}: {to_scaled:.1e} from scale_loss = 1/{size}, {to_plain:.1e} from 1");
+        }
+    }
+}

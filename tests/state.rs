@@ -230,3 +230,46 @@ fn checkpoints_written_before_keep_loading_resuming_and_encoding_alike() {
         assert!(String::from_utf8_lossy(&out.stdout).contains("trained 2 epochs"), "{method}");
     }
 }
+
+/// `model.scale_loss = s`: the logged loss is s times the loss, and with SGD (its first step
+/// has no momentum yet; no weight decay) every parameter moves s times as far.
+#[test]
+fn the_loss_scale_multiplies_the_loss_and_the_first_update() {
+    use barlow::dist::{Arithmetic, train_step};
+    use common::workers::view;
+    let device = common::device();
+    let mut config = config("barlow", "");
+    config.optim.optimizer = barlow::config::Optimizer::Sgd;
+    config.optim.weight_decay = 0.0;
+    let _generator = common::seeded(&device, 5);
+    let initial = config.model().init(&device);
+    let start = tensors(&initial);
+    let run = |scale_loss: f64| {
+        let mut store = burn::store::BurnpackStore::from_bytes(None);
+        burn::store::ModuleSnapshot::save_into(&initial.valid(), &mut store).unwrap();
+        let mut model = config.model().init(&device);
+        let mut store = burn::store::BurnpackStore::from_bytes(Some(store.get_bytes().unwrap()));
+        burn::store::ModuleSnapshot::load_from(&mut model, &mut store).unwrap();
+        let mut optim = config.optimizer(&config.schedule(4));
+        let crops = Crops::pair(view(0, 0, 16, &device), view(0, 1, 16, &device));
+        let at = Progress { step: 0, total: 4, steps_per_epoch: 4, lr: 1.0 };
+        let arithmetic = Arithmetic { precision: config.train.precision, scale_loss };
+        let (model, loss) = train_step(&Batchwide::single(), model, &mut optim, crops, arithmetic, at);
+        (loss.total.into_scalar::<f64>(), tensors(&model))
+    };
+    let ((loss, plain), (scaled_loss, scaled)) = (run(1.0), run(0.1));
+    assert!((scaled_loss / loss - 0.1).abs() < 1e-6, "logged loss {scaled_loss} against {loss}");
+    let mut moved = 0;
+    for (name, w0) in &start {
+        if name.ends_with("running_mean") || name.ends_with("running_var") {
+            continue;
+        }
+        let delta = |w: &[f32]| w.iter().zip(w0).map(|(a, b)| (a - b) as f64).collect::<Vec<_>>();
+        let (d1, ds) = (delta(&plain[name]), delta(&scaled[name]));
+        let norm = d1.iter().map(|v| v * v).sum::<f64>().sqrt();
+        let err = d1.iter().zip(&ds).map(|(a, b)| (0.1 * a - b).powi(2)).sum::<f64>().sqrt();
+        assert!(err <= 1e-3 * norm + 1e-9, "{name}: the scaled step is not a tenth of the plain one ({err:.2e} of {norm:.2e})");
+        moved += (norm > 0.0) as usize;
+    }
+    assert!(moved > 10, "the step moved {moved} tensors");
+}

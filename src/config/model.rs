@@ -21,8 +21,11 @@ pub struct ModelConfig {
     pub projector: Vec<usize>,
     /// Encoder weights a new run starts from (`train --init`); resuming reads the checkpoint.
     pub init: Option<InitWeights>,
-    /// `model.method` (barlow, the default, simclr, moco, byol, simsiam or vicreg) and its own
-    /// keys of `[model]`.
+    /// The factor on the loss before backward, > 0 (1: the loss itself): solo-learn's
+    /// `scale_loss`, the official Barlow Twins code's `--scale-loss`.
+    pub scale_loss: f64,
+    /// `model.method` (`crate::methods::Method`, Barlow Twins by default) and its own keys of
+    /// `[model]`.
     pub settings: Settings,
 }
 
@@ -45,9 +48,11 @@ struct Common {
     projector: Vec<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     init: Option<InitWeights>,
+    #[serde(default = "default_scale_loss")]
+    scale_loss: f64,
 }
 
-const COMMON: [&str; 5] = ["arch", "stem", "width", "projector", "init"];
+const COMMON: [&str; 6] = ["arch", "stem", "width", "projector", "init", "scale_loss"];
 
 impl ModelConfig {
     pub fn method(&self) -> Method {
@@ -70,8 +75,8 @@ impl ModelConfig {
         let common: Common = toml::Value::Table(common).try_into().map_err(|e| anyhow::anyhow!("model: {}", e.message()))?;
         let d = common.projector.last().copied().unwrap_or(0);
         let settings = method.settings(own, d)?;
-        let Common { arch, stem, width, projector, init } = common;
-        Ok(ModelConfig { arch, stem, width, projector, init, settings })
+        let Common { arch, stem, width, projector, init, scale_loss } = common;
+        Ok(ModelConfig { arch, stem, width, projector, init, scale_loss, settings })
     }
 }
 
@@ -84,7 +89,8 @@ impl TryFrom<toml::Table> for ModelConfig {
 
 impl From<ModelConfig> for toml::Table {
     fn from(m: ModelConfig) -> toml::Table {
-        let common = Common { arch: m.arch, stem: m.stem, width: m.width, projector: m.projector, init: m.init };
+        let common =
+            Common { arch: m.arch, stem: m.stem, width: m.width, projector: m.projector, init: m.init, scale_loss: m.scale_loss };
         let mut table = toml::Table::try_from(common).expect("[model] serialises");
         table.insert("method".into(), m.settings.method().name().into());
         table.extend(m.settings.to_table());
@@ -94,4 +100,8 @@ impl From<ModelConfig> for toml::Table {
 
 fn default_width() -> usize {
     64
+}
+
+fn default_scale_loss() -> f64 {
+    1.0
 }

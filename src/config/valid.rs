@@ -59,6 +59,7 @@ impl Config {
             COUNT.check("data.limit", n)?;
         }
         WIDTH.check("model.width", m.width)?;
+        POSITIVE.check("model.scale_loss", m.scale_loss)?;
         layers("model.projector", &m.projector)?;
         BATCH.check("optim.batch_size", o.batch_size)?;
         EPOCHS.check("optim.epochs", o.epochs)?;
@@ -99,7 +100,7 @@ impl Config {
             ("data.size", Some(SIZE)), ("data.workers", Some(WORKERS)), ("data.max_pixels", Some(MAX_PIXELS)),
             ("data.limit", Some(COUNT)), ("data.global_scale", Some(FRACTION)), ("data.local_crops", Some(LOCAL_CROPS)),
             ("data.local_size", Some(SIZE)), ("data.local_scale", Some(FRACTION)),
-            ("model.width", Some(WIDTH)), ("model.projector", Some(LAYER)),
+            ("model.width", Some(WIDTH)), ("model.projector", Some(LAYER)), ("model.scale_loss", Some(POSITIVE)),
             ("optim.batch_size", Some(BATCH)), ("optim.epochs", Some(EPOCHS)),
             // At most optim.epochs: checked against it.
             ("optim.warmup_epochs", None),
@@ -144,6 +145,7 @@ mod tests {
         ("quick", "data.local_size", &["8", "96"], &["7", "4097"]),
         ("quick", "data.local_scale", &["[0.05, 0.14]"], &["[0.0, 0.4]", "[0.4, 0.05]"]),
         ("quick", "model.width", &["1", "8"], &["0", "1025"]),
+        ("quick", "model.scale_loss", &["1", "0.0625", "0.024"], &["0", "-0.1", "nan", "inf"]),
         ("quick", "model.projector", &["[64, 32]", "[8]"], &["[0]", "[128, 0, 128]", "[40000]", "[]"]),
         ("quick", "optim.batch_size", &["2", "4096"], &["0", "1", "2000000"]),
         ("quick", "optim.epochs", &["1", "1000"], &["0", "2000000"]),

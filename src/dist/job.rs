@@ -2,13 +2,12 @@
 //! its own, whether it writes the run's files (rank 0 does), the step, and how a failure on
 //! any worker ends the whole job with a message instead of a hang.
 
-use super::step::{broadcast_module, train_step};
+use super::step::{Arithmetic, broadcast_module, train_step};
 use crate::collective::{Comm, prefix, watchdog};
 use crate::collective::meter::{self, Totals};
 use crate::config::Config;
 use crate::loss::Loss;
 use crate::methods::{Batchwide, Crops, Model};
-use crate::ops::precision::Precision;
 use crate::store::checkpoint::Checkpoint;
 use crate::train::Progress;
 use anyhow::{Context, Result, bail};
@@ -84,8 +83,8 @@ impl Job {
 
     /// One optimisation step on this worker's share of the global batch ([`train_step`]), timed
     /// for the job's report of what its collectives cost.
-    pub fn step(&self, model: Model, optim: &mut ModuleOptimizer, crops: Crops, precision: Precision, at: Progress) -> (Model, Loss) {
-        let result = train_step(&self.batch, model, optim, crops, precision, at);
+    pub fn step(&self, model: Model, optim: &mut ModuleOptimizer, crops: Crops, arithmetic: Arithmetic, at: Progress) -> (Model, Loss) {
+        let result = train_step(&self.batch, model, optim, crops, arithmetic, at);
         let mut clock = self.clock.borrow_mut();
         match clock.as_mut() {
             None => *clock = Some((Instant::now(), meter::snapshot(), 0)),

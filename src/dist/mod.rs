@@ -6,4 +6,4 @@ pub mod job;
 pub mod step;
 
 pub use job::{Job, conclude};
-pub use step::train_step;
+pub use step::{Arithmetic, train_step};

@@ -16,24 +16,41 @@ use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::store::{BurnpackStore, ModuleSnapshot};
 use burn::tensor::{DType, Device, Tensor, TensorData};
 
+/// How a step computes besides the method: the precision of convolutions and matrix products
+/// (`train.precision`; the weights and the optimiser stay f32) and the factor on the loss before
+/// backward (`model.scale_loss`), which the logged loss carries too, as solo-learn logs it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Arithmetic {
+    pub precision: Precision,
+    pub scale_loss: f64,
+}
+
+impl From<Precision> for Arithmetic {
+    fn from(precision: Precision) -> Arithmetic {
+        Arithmetic { precision, scale_loss: 1.0 }
+    }
+}
+
 /// The training step, for one process and for W: on this process's share of a batch of views
-/// (`n×3×H×W` each, on the model's autodiff device), the method's loss of the global batch, its
-/// gradients averaged over the processes, the update at the schedule's learning-rate factor
-/// `at.lr`, then the method's own state (momentum network, queue). Convolutions and matrix
-/// products run in `precision` (the weights and the optimiser stay f32).
+/// (`n×3×H×W` each, on the model's autodiff device), the method's loss of the global batch
+/// (times `model.scale_loss`), its gradients averaged over the processes, the update at the
+/// schedule's learning-rate factor `at.lr`, then the method's own state (momentum network,
+/// queue, centre).
 ///
 /// How the loss crosses processes is the method's ([`Crossing`]): a `Global` method computes
 /// the global batch's loss on every process through [`Batchwide`]'s collectives; a
 /// `ShardMean` method's shard means, averaged, are the global mean, its BatchNorm synchronised
 /// throughout with `sync_bn` (the papers' SyncBN), and its logged loss is that global mean.
-pub fn train_step(batch: &Batchwide, model: Model, optim: &mut ModuleOptimizer, crops: Crops, precision: Precision, at: Progress)
-    -> (Model, Loss) {
+pub fn train_step(batch: &Batchwide, model: Model, optim: &mut ModuleOptimizer, crops: Crops, arithmetic: impl Into<Arithmetic>,
+    at: Progress) -> (Model, Loss) {
+    let Arithmetic { precision, scale_loss } = arithmetic.into();
     let crossing = model.method().crossing();
     let forward = || autocast(precision, || model.forward(&crops, batch, at.stage()));
     let (loss, carry) = match crossing {
         Crossing::Global => forward(),
         Crossing::ShardMean => synchronised(batch.encoder_sync(), forward),
     };
+    let loss = loss.scaled(scale_loss);
     let grads = average_gradients(GradientsParams::from_grads(loss.total.backward(), &model), &model, &batch.comm);
     let grads = model.adjust_gradients(grads, at.stage());
     let model = optim.step(at.lr, model, grads);

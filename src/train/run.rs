@@ -9,7 +9,7 @@ use crate::{backend, ops};
 use crate::collective;
 use crate::config::Config;
 use crate::data::{self, Batch, Dataset, Monitor};
-use crate::dist::Job;
+use crate::dist::{Arithmetic, Job};
 use crate::eval::Accuracy;
 use crate::methods::{Crops, Model};
 use crate::optim::Schedule;
@@ -170,7 +170,8 @@ impl<'a> Run<'a> {
             let crops = crops(&views, &self.device);
             let at = Progress { step: self.state.step, total: self.schedule.total_steps, steps_per_epoch: self.steps_per_epoch, lr };
             let model = self.model.take().expect("the model is given back by every step");
-            let (next, loss) = self.job.step(model, &mut self.optim, crops, config.train.precision, at);
+            let arithmetic = Arithmetic { precision: config.train.precision, scale_loss: config.model.scale_loss };
+            let (next, loss) = self.job.step(model, &mut self.optim, crops, arithmetic, at);
             self.model = Some(next);
             self.state.step += 1;
             self.steps_here += 1;
