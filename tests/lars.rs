@@ -73,3 +73,49 @@ fn zero_weights_or_zero_update_keep_a_trust_ratio_of_one() {
     let (p, _) = lars.step(1.0, t2([[1.0, 2.0]]), t2([[0.0, 0.0]]), None);
     close(&values(p), &[1.0, 2.0]);
 }
+
+/// solo-learn's LARS (`trust_ratio = "sum"`): q = η‖w‖ / (‖g‖ + λ‖w‖ + ε), the step lr · q ·
+/// (g + λw); where the gradient is 0 the weight stays (no weight decay either).
+#[test]
+fn the_sum_trust_ratio_is_solo_learns() {
+    use barlow::optim::TrustRatio;
+    let (wd, eta, lr) = (0.1f32, 0.001f32, 0.5f32);
+    let lars = LarsConfig::new().with_weight_decay(wd as f64).with_trust_ratio(TrustRatio::Sum).build();
+    // ‖w‖ = 5, ‖g‖ = 1: q = η·5 / (1 + 0.1·5 + 1e-8).
+    let q = eta * 5.0 / (1.0 + wd * 5.0 + 1e-8);
+    let dp = [(0.6 + wd * 3.0) * q, (0.8 + wd * 4.0) * q];
+    let (p, state) = lars.step(lr as f64, t2([[3.0, 4.0]]), t2([[0.6, 0.8]]), None);
+    close(&values(p), &[3.0 - lr * 0.2 * dp[0], 4.0 - lr * 0.2 * dp[1]]);
+    close(&values(state.unwrap().mu), &dp);
+    let (p, state) = lars.step(lr as f64, t2([[3.0, 4.0]]), t2([[0.0, 0.0]]), None);
+    assert_eq!(values(p), vec![3.0, 4.0], "no gradient: no step, no weight decay");
+    assert_eq!(values(state.unwrap().mu), vec![0.0, 0.0]);
+    // The official form decays the same weight without a gradient: the forms differ.
+    let (p, _) = LarsConfig::new().with_weight_decay(wd as f64).build().step(lr as f64, t2([[3.0, 4.0]]), t2([[0.0, 0.0]]), None);
+    assert!(values(p)[0] < 3.0);
+}
+
+/// LARC's clipping (`clip_lr`): the rate is min(q, lr), so a trust ratio above the scheduled
+/// rate leaves the plain step lr · (g + λw), one below it is kept; at lr = 0 (the warm-up's first
+/// step) the momentum takes the unscaled gradient, as min(q / 0, 1) = 1 does in solo-learn.
+#[test]
+fn clipping_caps_the_trust_ratio_at_the_scheduled_rate() {
+    use barlow::optim::TrustRatio;
+    let p0 = [3.0f32, 4.0];
+    let g = [0.6f32, 0.8];
+    for (eta, trust_ratio) in [(1.0f32, TrustRatio::Sum), (0.001, TrustRatio::Sum), (1.0, TrustRatio::Update)] {
+        let lars = LarsConfig::new().with_weight_decay(0.0).with_eta(eta as f64).with_trust_ratio(trust_ratio).with_clip_lr(true).build();
+        let rate = 1.0 * 0.2; // the schedule's factor times lr_weights
+        let q = match trust_ratio {
+            TrustRatio::Sum => eta * 5.0 / (1.0 + 1e-8),
+            TrustRatio::Update => eta * 5.0,
+        };
+        let step = if q > rate { rate } else { q }; // min(q / lr, 1) · lr
+        let (p, _) = lars.step(1.0, t2([p0]), t2([g]), None);
+        close(&values(p), &[3.0 - step * 0.6, 4.0 - step * 0.8]);
+    }
+    let lars = LarsConfig::new().with_weight_decay(0.0).with_trust_ratio(TrustRatio::Sum).with_clip_lr(true).build();
+    let (p, state) = lars.step(0.0, t2([p0]), t2([g]), None);
+    assert_eq!(values(p), p0.to_vec(), "lr 0: no step");
+    close(&values(state.unwrap().mu), &g);
+}

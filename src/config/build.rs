@@ -23,6 +23,8 @@ impl Config {
             .with_weight_decay(o.weight_decay)
             .with_momentum(o.momentum)
             .with_eta(o.eta)
+            .with_trust_ratio(o.trust_ratio)
+            .with_clip_lr(o.clip_lr)
     }
 
     pub fn sgd(&self) -> SgdConfig {

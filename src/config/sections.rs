@@ -1,7 +1,7 @@
 //! The tables of a run configuration — `[data]`, `[model]`, `[optim]`, `[train]` — with their
 //! defaults.
 
-use crate::optim::LrScaling;
+use crate::optim::{LrScaling, TrustRatio};
 use super::model::ModelConfig;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -85,6 +85,13 @@ pub struct OptimConfig {
     /// LARS's trust coefficient η, > 0.
     #[serde(default = "default_eta")]
     pub eta: f64,
+    /// LARS's trust ratio: update (η‖w‖/‖g + λw‖, the official code's) or sum
+    /// (η‖w‖/(‖g‖ + λ‖w‖ + ε), the LARS paper's and solo-learn's).
+    #[serde(default)]
+    pub trust_ratio: TrustRatio,
+    /// LARC's clipping of LARS's rate at the scheduled one (solo-learn's `clip_lr`).
+    #[serde(default)]
+    pub clip_lr: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,6 +1,7 @@
 //! What makes a config valid: every numeric setting in its range, and the settings that must agree.
 
-use super::Config;
+use super::{Config, Optimizer};
+use crate::optim::TrustRatio;
 use super::range::{COUNT, FRACTION, LAYER, NON_NEGATIVE, POSITIVE, Range, layers};
 use crate::methods::{Method, Setup};
 use anyhow::{Result, bail};
@@ -38,6 +39,10 @@ impl Config {
                 m.method(),
                 if takers.is_empty() { "no method yet".to_string() } else { takers.join(", ") }
             );
+        }
+        let lars_only = [("optim.clip_lr", o.clip_lr), ("optim.trust_ratio = \"sum\"", o.trust_ratio == TrustRatio::Sum)];
+        if let Some((key, _)) = lars_only.iter().find(|(_, set)| *set && o.optimizer != Optimizer::Lars) {
+            bail!("{key} is set, but optim.optimizer = \"sgd\" has no trust ratio: it is a setting of LARS (optim.optimizer = \"lars\")");
         }
         if o.fix_predictor_lr && !m.method().traits().predictor {
             bail!("optim.fix_predictor_lr is set, but model.method = \"{}\" has no predictor", m.method());
@@ -188,6 +193,26 @@ mod tests {
                     assert!(err.contains(&range.to_string()), "{key} = {v}: the error does not give {range}: {err}");
                 }
             }
+        }
+    }
+
+    /// LARS's own settings are refused under SGD (they would change nothing), and a trust ratio
+    /// that is neither form is refused naming the key and the forms.
+    #[test]
+    fn lars_settings_name_their_key_where_they_cannot_apply() {
+        for (preset, set, needles) in [
+            ("simsiam-cifar10", "optim.clip_lr=true", &["optim.clip_lr", "sgd", "LARS"][..]),
+            ("simsiam-cifar10", "optim.trust_ratio=\"sum\"", &["optim.trust_ratio", "sgd"]),
+            ("cifar10", "optim.trust_ratio=\"paper\"", &["optim.trust_ratio", "`update` or `sum`"]),
+            ("cifar10", "optim.clip_lr=1", &["optim.clip_lr", "boolean"]),
+        ] {
+            let err = format!("{:#}", Config::load(preset, &[set.to_string()]).expect_err(set));
+            for needle in needles {
+                assert!(err.contains(needle), "{set}: the error does not say `{needle}`: {err}");
+            }
+        }
+        for set in ["optim.clip_lr=true", "optim.trust_ratio=\"sum\""] {
+            Config::load("cifar10", &[set.to_string()]).unwrap_or_else(|e| panic!("{set} refused under LARS: {e:#}"));
         }
     }
 
