@@ -85,6 +85,16 @@ pub struct OptimConfig {
     /// LARS's trust coefficient η, > 0.
     #[serde(default = "default_eta")]
     pub eta: f64,
+    /// The warm-up's first learning rate of the weights (the batch-scaled rate, as solo-learn's
+    /// `warmup_start_lr`), ≥ 0: the warm-up then runs linearly to the peak at its last step, as
+    /// solo-learn's and DINO's do [default: the official code's, from 0, peak · step / warm-up].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_start_lr: Option<f64>,
+    /// The weights' learning rate at the end of the cosine (solo-learn's and DINO's `min_lr`), ≥ 0
+    /// and at most the peak [default: 0.001 × the peak, the official code's]. The biases'
+    /// rate follows the same curve.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_lr: Option<f64>,
     /// LARS's trust ratio: update (η‖w‖/‖g + λw‖, the official code's) or sum
     /// (η‖w‖/(‖g‖ + λ‖w‖ + ε), the LARS paper's and solo-learn's).
     #[serde(default)]

@@ -74,6 +74,14 @@ impl Config {
             NON_NEGATIVE.check("optim.lr_biases", v)?;
         }
         NON_NEGATIVE.check("optim.weight_decay", o.weight_decay)?;
+        let peak = o.lr_weights * o.lr_scaling.factor(o.batch_size);
+        for (key, rate) in [("optim.warmup_start_lr", o.warmup_start_lr), ("optim.min_lr", o.min_lr)] {
+            let Some(rate) = rate else { continue };
+            NON_NEGATIVE.check(key, rate)?;
+            if rate > peak {
+                bail!("{key} = {rate} is above the peak learning rate {peak} (optim.lr_weights = {} scaled to optim.batch_size = {})", o.lr_weights, o.batch_size);
+            }
+        }
         MOMENTUM.check("optim.momentum", o.momentum)?;
         POSITIVE.check("optim.eta", o.eta)?;
         COUNT.check("train.knn_k", t.knn_k)?;
@@ -110,7 +118,8 @@ impl Config {
             // At most optim.epochs: checked against it.
             ("optim.warmup_epochs", None),
             ("optim.lr_weights", Some(POSITIVE)), ("optim.lr_biases", Some(NON_NEGATIVE)),
-            ("optim.weight_decay", Some(NON_NEGATIVE)), ("optim.momentum", Some(MOMENTUM)),
+            ("optim.weight_decay", Some(NON_NEGATIVE)), ("optim.warmup_start_lr", Some(NON_NEGATIVE)),
+            ("optim.min_lr", Some(NON_NEGATIVE)), ("optim.momentum", Some(MOMENTUM)),
             ("optim.eta", Some(POSITIVE)), ("train.seed", None), ("train.knn_every", None),
             ("train.knn_k", Some(COUNT)), ("train.knn_t", Some(POSITIVE)), ("train.knn_limit", Some(COUNT)),
             ("train.max_steps", Some(COUNT)), ("train.log_every", Some(COUNT)), ("train.dist_timeout", None),
@@ -158,6 +167,8 @@ mod tests {
         ("quick", "optim.lr_weights", &["0.2", "1e-9"], &["0", "-0.1", "nan", "inf"]),
         ("quick", "optim.lr_biases", &["0", "0.0048"], &["-1", "nan"]),
         ("quick", "optim.weight_decay", &["0", "1.5e-6"], &["-1e-6", "nan", "inf"]),
+        ("quick", "optim.warmup_start_lr", &["0", "3e-5"], &["-1e-5", "nan"]),
+        ("quick", "optim.min_lr", &["0", "1e-6"], &["-1", "inf"]),
         ("quick", "optim.momentum", &["0", "0.99"], &["1", "1.5", "-0.1", "nan"]),
         ("quick", "optim.eta", &["0.02", "1"], &["0", "-1", "nan"]),
         ("quick", "train.seed", &["0", "9223372036854775807"], &[]),
@@ -210,6 +221,10 @@ mod tests {
             for needle in needles {
                 assert!(err.contains(needle), "{set}: the error does not say `{needle}`: {err}");
             }
+        }
+        for set in ["optim.min_lr=1000", "optim.warmup_start_lr=0.4"] {
+            let err = format!("{:#}", Config::load("cifar10", &[set.to_string()]).expect_err(set));
+            assert!(err.contains(set.split('=').next().unwrap()) && err.contains("above the peak learning rate 0.3"), "{set}: {err}");
         }
         for set in ["optim.clip_lr=true", "optim.trust_ratio=\"sum\""] {
             Config::load("cifar10", &[set.to_string()]).unwrap_or_else(|e| panic!("{set} refused under LARS: {e:#}"));
