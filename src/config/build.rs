@@ -33,6 +33,7 @@ impl Config {
             .with_lr_weights(o.lr_weights)
             .with_lr_biases(o.lr_biases.unwrap_or(o.lr_weights))
             .with_weight_decay(o.weight_decay)
+            .with_exclude_bias_and_norm(o.exclude_bias_and_norm == Some(true))
             .with_momentum(o.momentum)
     }
 

@@ -95,6 +95,11 @@ pub struct OptimConfig {
     /// rate follows the same curve.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_lr: Option<f64>,
+    /// Biases and BatchNorm parameters without weight decay: LARS always leaves them out (the
+    /// official code's `exclude_bias_and_norm`); SGD decays them unless this is true (DINO's
+    /// parameter groups) [default: each optimiser's own].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclude_bias_and_norm: Option<bool>,
     /// LARS's trust ratio: update (η‖w‖/‖g + λw‖, the official code's) or sum
     /// (η‖w‖/(‖g‖ + λ‖w‖ + ε), the LARS paper's and solo-learn's).
     #[serde(default)]

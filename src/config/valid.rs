@@ -44,6 +44,9 @@ impl Config {
         if let Some((key, _)) = lars_only.iter().find(|(_, set)| *set && o.optimizer != Optimizer::Lars) {
             bail!("{key} is set, but optim.optimizer = \"sgd\" has no trust ratio: it is a setting of LARS (optim.optimizer = \"lars\")");
         }
+        if o.exclude_bias_and_norm == Some(false) && o.optimizer == Optimizer::Lars {
+            bail!("optim.exclude_bias_and_norm = false, but LARS here always leaves biases and BatchNorm out of its weight decay and trust ratio, as the official code does");
+        }
         if o.fix_predictor_lr && !m.method().traits().predictor {
             bail!("optim.fix_predictor_lr is set, but model.method = \"{}\" has no predictor", m.method());
         }
@@ -216,6 +219,7 @@ mod tests {
             ("simsiam-cifar10", "optim.trust_ratio=\"sum\"", &["optim.trust_ratio", "sgd"]),
             ("cifar10", "optim.trust_ratio=\"paper\"", &["optim.trust_ratio", "`update` or `sum`"]),
             ("cifar10", "optim.clip_lr=1", &["optim.clip_lr", "boolean"]),
+            ("cifar10", "optim.exclude_bias_and_norm=false", &["optim.exclude_bias_and_norm", "LARS"]),
         ] {
             let err = format!("{:#}", Config::load(preset, &[set.to_string()]).expect_err(set));
             for needle in needles {
