@@ -49,32 +49,37 @@ def barlow_step(model, x1, x2, autocast):
     return loss
 
 
-def main():
-    torch.manual_seed(0)
-    # torchvision's ResNet with every stage narrowed to WIDTH·2^i channels: its own _make_layer
-    # builds the blocks once `inplanes` starts at WIDTH.
+def narrow_resnet18(width=WIDTH, padding=1):
+    """torchvision's ResNet-18 with every stage narrowed to width·2^i channels (its own
+    _make_layer builds the blocks once `inplanes` starts at `width`), the CIFAR stem (3x3 conv1
+    padded by `padding`, no max-pool), no fc; BatchNorm away from 1 / 0 so that the gamma and beta
+    paths are exercised."""
     narrow = torchvision.models.resnet.ResNet.__new__(torchvision.models.resnet.ResNet)
     nn.Module.__init__(narrow)
-    narrow._norm_layer, narrow.inplanes, narrow.dilation, narrow.groups, narrow.base_width = nn.BatchNorm2d, WIDTH, 1, 1, 64
-    narrow.conv1 = nn.Conv2d(3, WIDTH, 3, 1, 1, bias=False)
-    narrow.bn1 = nn.BatchNorm2d(WIDTH)
+    narrow._norm_layer, narrow.inplanes, narrow.dilation, narrow.groups, narrow.base_width = nn.BatchNorm2d, width, 1, 1, 64
+    narrow.conv1 = nn.Conv2d(3, width, 3, 1, padding, bias=False)
+    narrow.bn1 = nn.BatchNorm2d(width)
     narrow.relu = nn.ReLU(inplace=True)
     narrow.maxpool = nn.Identity()
     block = torchvision.models.resnet.BasicBlock
-    narrow.layer1 = narrow._make_layer(block, WIDTH, 2)
-    narrow.layer2 = narrow._make_layer(block, WIDTH * 2, 2, stride=2)
-    narrow.layer3 = narrow._make_layer(block, WIDTH * 4, 2, stride=2)
-    narrow.layer4 = narrow._make_layer(block, WIDTH * 8, 2, stride=2)
+    narrow.layer1 = narrow._make_layer(block, width, 2)
+    narrow.layer2 = narrow._make_layer(block, width * 2, 2, stride=2)
+    narrow.layer3 = narrow._make_layer(block, width * 4, 2, stride=2)
+    narrow.layer4 = narrow._make_layer(block, width * 8, 2, stride=2)
     narrow.avgpool = nn.AdaptiveAvgPool2d((1, 1))
     narrow.fc = nn.Identity()
-    backbone = narrow
-    for m in backbone.modules():
+    for m in narrow.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         elif isinstance(m, nn.BatchNorm2d):
-            # Away from 1 / 0 so that the gamma and beta paths are exercised.
             nn.init.uniform_(m.weight, 0.5, 1.5)
             nn.init.uniform_(m.bias, -0.2, 0.2)
+    return narrow
+
+
+def main():
+    torch.manual_seed(0)
+    backbone = narrow_resnet18()
     sizes = [WIDTH * 8] + SIZES
     layers = []
     for i in range(len(sizes) - 2):

@@ -17,9 +17,16 @@ use std::collections::HashMap;
 type Fixture = HashMap<String, (Vec<usize>, Vec<f32>)>;
 
 fn model(device: &Device) -> BarlowTwins {
-    let path = fixture("step_r18_w4.safetensors");
     let encoder = ResNetConfig::new(Arch::Resnet18).with_stem(Stem::Cifar).with_width(4).with_zero_init_residual(false);
-    let Model::Barlow(mut model) = MethodConfig::barlow(encoder, vec![32, 32, 16], LAMBDA).init(device) else { unreachable!() };
+    let Model::Barlow(model) = MethodConfig::barlow(encoder, vec![32, 32, 16], LAMBDA).init(device) else { unreachable!() };
+    load(model, "step_r18_w4.safetensors")
+}
+
+/// `model` with a fixture's weights: the backbone under torchvision's names, the projector
+/// under the official nn.Sequential's (a bias the file has and barlow's projector has not is
+/// left out).
+fn load(mut model: BarlowTwins, name: &str) -> BarlowTwins {
+    let path = fixture(name);
     model.backbone = barlow::store::torchvision::import(model.backbone, &path).unwrap();
     // The official projector is an nn.Sequential: Linear, BN, ReLU, Linear, BN, ReLU, Linear.
     let remap = KeyRemapper::from_patterns(vec![
@@ -181,4 +188,36 @@ fn one_step_in_bf16_is_as_close_as_pytorch_autocast() {
     assert!(loss_err <= (2.0 * torch_loss_err).max(1e-3), "loss {value} vs {expected}");
     assert!(grad_err <= 1.5 * torch_grad_err, "gradient error {grad_err} vs PyTorch autocast's {torch_grad_err}");
     assert!(grad_err > 1e-3, "bf16 gradients are as close as f32 ones: was bf16 used?");
+}
+
+/// The first step under `--config cifar10` (narrowed) logs the loss solo-learn's recipe logs on
+/// the same batch and weights (scripts/make_solo_step_fixture.py): its stem padded by 2, its loss
+/// scaled by 0.1; its projector's biases, which barlow's lacks, change nothing after BatchNorm.
+/// With the usual CIFAR stem or without the scale the loss is another.
+#[test]
+fn the_cifar10_preset_logs_solo_learns_first_loss() {
+    use barlow::config::Config;
+    use barlow::dist::{Arithmetic, train_step};
+    use barlow::train::Progress;
+    let golden = read_safetensors(&fixture("step_solo_r18_w4.safetensors"));
+    let device = common::device();
+    let first_loss = |overrides: &[&str]| {
+        let mut all = vec!["model.width=4".to_string(), "model.projector=[32, 32, 16]".to_string()];
+        all.extend(overrides.iter().map(|s| s.to_string()));
+        let config = Config::load("cifar10", &all).unwrap();
+        let Model::Barlow(model) = config.model().init(&device) else { unreachable!() };
+        let model = Model::Barlow(load(model, "step_solo_r18_w4.safetensors"));
+        let mut optim = config.optimizer(&config.schedule(1));
+        let crops = Crops::pair(input(&golden, "x1", &device), input(&golden, "x2", &device));
+        let arithmetic = Arithmetic { precision: config.train.precision, scale_loss: config.model.scale_loss };
+        let at = Progress { step: 0, total: 1, steps_per_epoch: 1, lr: 0.0 };
+        train_step(&Batchwide::single(), model, &mut optim, crops, arithmetic, at).1.total.into_scalar::<f64>()
+    };
+    let rel = |a: f64, b: f32| ((a - b as f64) / b as f64).abs();
+    let (want, unscaled) = (golden["loss"].1[0], golden["loss_unscaled"].1[0]);
+    let got = first_loss(&[]);
+    assert!(rel(got, want) < 1e-5, "cifar10's first loss {got}, solo-learn's {want}");
+    assert!(rel(first_loss(&["model.scale_loss=1"]), unscaled) < 1e-5, "the unscaled loss");
+    let other = first_loss(&["model.stem=\"cifar\""]);
+    assert!(rel(other, want) > 1e-3, "padding 1 gives the same loss ({other} vs {want}): the stem is not checked");
 }

@@ -65,9 +65,9 @@ pub struct WeightsArgs {
     /// The file's ResNet.
     #[arg(long, requires = "weights", value_parser = ["resnet18", "resnet34", "resnet50"])]
     pub arch: Option<String>,
-    /// The file's stem: imagenet (torchvision's 7×7 convolution and max-pool) or cifar (3×3,
-    /// no max-pool) [default: imagenet].
-    #[arg(long, requires = "weights", value_parser = ["imagenet", "cifar"])]
+    /// The file's stem: imagenet (torchvision's 7×7 convolution and max-pool), cifar (3×3, no
+    /// max-pool) or cifar-pad2 (solo-learn's: the 3×3 padded by 2) [default: imagenet].
+    #[arg(long, requires = "weights", value_parser = ["imagenet", "cifar", "cifar-pad2"])]
     pub stem: Option<String>,
     /// The file's first-stage channels [default: 64, torchvision's].
     #[arg(long, requires = "weights", value_parser = WIDTH.parser::<usize>())]
@@ -85,10 +85,7 @@ impl WeightsArgs {
         let mut config = Config::load(self.config.as_deref().unwrap_or("quick"), overrides)?;
         let arch = self.arch.as_deref().context("--weights needs --arch")?;
         config.model.arch = arch.parse::<Arch>().map_err(anyhow::Error::msg)?;
-        config.model.stem = match self.stem.as_deref().unwrap_or("imagenet") {
-            "cifar" => Stem::Cifar,
-            _ => Stem::Imagenet,
-        };
+        config.model.stem = self.stem.as_deref().unwrap_or("imagenet").parse::<Stem>().map_err(|e| anyhow::anyhow!("--stem: {e}"))?;
         config.model.width = self.width.unwrap_or(64);
         config.model.init = None;
         Ok(Some((file.clone(), config)))

@@ -50,12 +50,27 @@ impl std::str::FromStr for Arch {
 }
 
 /// The stem: ImageNet's 7×7 stride-2 convolution and max-pool, or the 3×3 stride-1 convolution
-/// without max-pool that small (32×32) images need.
+/// without max-pool that small (32×32) images need — padded by 1 (`cifar`, the usual CIFAR
+/// ResNet) or by 2 (`cifar-pad2`, solo-learn's: 34×34 maps after it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Stem {
     Imagenet,
     Cifar,
+    #[serde(rename = "cifar-pad2")]
+    CifarPad2,
+}
+
+impl std::str::FromStr for Stem {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Stem, String> {
+        match s {
+            "imagenet" => Ok(Stem::Imagenet),
+            "cifar" => Ok(Stem::Cifar),
+            "cifar-pad2" => Ok(Stem::CifarPad2),
+            other => Err(format!("unknown stem `{other}`: imagenet, cifar or cifar-pad2")),
+        }
+    }
 }
 
 #[derive(Config, Debug)]
@@ -103,7 +118,10 @@ pub struct Block {
 }
 
 fn conv(c_in: usize, c_out: usize, k: usize, stride: usize, device: &Device) -> Conv2d {
-    let p = k / 2;
+    padded_conv(c_in, c_out, k, stride, k / 2, device)
+}
+
+fn padded_conv(c_in: usize, c_out: usize, k: usize, stride: usize, p: usize, device: &Device) -> Conv2d {
     Conv2dConfig::new([c_in, c_out], [k, k])
         .with_stride([stride, stride])
         .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
@@ -178,6 +196,7 @@ impl ResNetConfig {
                 ),
             ),
             Stem::Cifar => (conv(3, w, 3, 1, device), None),
+            Stem::CifarPad2 => (padded_conv(3, w, 3, 1, 2, device), None),
         };
         let mut c_in = w;
         let mut stage = |i: usize, n: usize| {
@@ -223,6 +242,7 @@ impl ResNetConfig {
         let side = match self.stem {
             Stem::Imagenet => size.div_ceil(2),
             Stem::Cifar => size,
+            Stem::CifarPad2 => size + 2,
         } as u128;
         3 * 4 * images as u128 * self.width as u128 * side * side
     }
