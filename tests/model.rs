@@ -83,3 +83,34 @@ fn zero_init_residual_starts_last_bn_of_each_block_at_zero() {
         assert_eq!(block.bn1.gamma.val().sum().into_scalar::<f32>(), block.bn1.gamma.dims()[0] as f32);
     }
 }
+
+/// `model.zero_init_residual`: each block's last BatchNorm starts at γ = 0 (the default, the
+/// official code's) or at 1 (torchvision's default, as solo-learn builds its ResNets); the
+/// stem's BatchNorm starts at 1 either way.
+#[test]
+fn zero_init_residual_sets_the_blocks_last_batch_norm() {
+    let device = common::device();
+    let gammas = |set: &str| {
+        let config = barlow::config::Config::load("byol-cifar10", &[set.to_string(), "model.width=4".into()]).unwrap();
+        let net = config.model().encoder.init(&device);
+        let mean = |t: Tensor<1>| t.mean().into_scalar::<f32>();
+        (mean(net.layer1[0].bn2.gamma.val()), mean(net.bn1.gamma.val()))
+    };
+    assert_eq!(gammas("model.zero_init_residual=true"), (0.0, 1.0));
+    assert_eq!(gammas("model.zero_init_residual=false"), (1.0, 1.0));
+    let err = format!("{:#}", barlow::config::Config::load("cifar10", &["model.zero_init_residual=2".into()]).unwrap_err());
+    assert!(err.contains("boolean"), "{err}");
+}
+
+/// `cifar-pad2` (solo-learn's CIFAR stem) gives 34×34 maps after its 3×3 convolution where
+/// `cifar` keeps 32×32, and the same pooled features.
+#[test]
+fn the_cifar_pad2_stem_pads_by_two() {
+    let device = common::device();
+    let x = Tensor::<4>::random([2, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);
+    for (stem, side) in [(Stem::Cifar, 32), (Stem::CifarPad2, 34)] {
+        let net = ResNetConfig::new(Arch::Resnet18).with_stem(stem).with_width(4).init(&device);
+        assert_eq!(net.conv1.forward(x.clone()).dims(), [2, 4, side, side], "{stem:?}");
+        assert_eq!(net.forward(x.clone()).dims(), [2, 32]);
+    }
+}

@@ -11,7 +11,7 @@ impl Config {
     /// The model this config describes.
     pub fn model(&self) -> MethodConfig {
         let m = &self.model;
-        let encoder = ResNetConfig::new(m.arch).with_stem(m.stem).with_width(m.width);
+        let encoder = ResNetConfig::new(m.arch).with_stem(m.stem).with_width(m.width).with_zero_init_residual(m.zero_init_residual);
         MethodConfig { encoder, projector: m.projector.clone(), settings: m.settings.clone() }
     }
 

@@ -21,6 +21,9 @@ pub struct ModelConfig {
     pub projector: Vec<usize>,
     /// Encoder weights a new run starts from (`train --init`); resuming reads the checkpoint.
     pub init: Option<InitWeights>,
+    /// Each residual branch's last BatchNorm starts at γ = 0 (torchvision's `zero_init_residual`,
+    /// as the official Barlow Twins code builds its ResNet-50); false: γ = 1, torchvision's default.
+    pub zero_init_residual: bool,
     /// The factor on the loss before backward, > 0 (1: the loss itself): solo-learn's
     /// `scale_loss`, the official Barlow Twins code's `--scale-loss`.
     pub scale_loss: f64,
@@ -48,11 +51,13 @@ struct Common {
     projector: Vec<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     init: Option<InitWeights>,
+    #[serde(default = "default_zero_init_residual")]
+    zero_init_residual: bool,
     #[serde(default = "default_scale_loss")]
     scale_loss: f64,
 }
 
-const COMMON: [&str; 6] = ["arch", "stem", "width", "projector", "init", "scale_loss"];
+const COMMON: [&str; 7] = ["arch", "stem", "width", "projector", "init", "zero_init_residual", "scale_loss"];
 
 impl ModelConfig {
     pub fn method(&self) -> Method {
@@ -75,8 +80,8 @@ impl ModelConfig {
         let common: Common = toml::Value::Table(common).try_into().map_err(|e| anyhow::anyhow!("model: {}", e.message()))?;
         let d = common.projector.last().copied().unwrap_or(0);
         let settings = method.settings(own, d)?;
-        let Common { arch, stem, width, projector, init, scale_loss } = common;
-        Ok(ModelConfig { arch, stem, width, projector, init, scale_loss, settings })
+        let Common { arch, stem, width, projector, init, zero_init_residual, scale_loss } = common;
+        Ok(ModelConfig { arch, stem, width, projector, init, zero_init_residual, scale_loss, settings })
     }
 }
 
@@ -89,8 +94,8 @@ impl TryFrom<toml::Table> for ModelConfig {
 
 impl From<ModelConfig> for toml::Table {
     fn from(m: ModelConfig) -> toml::Table {
-        let common =
-            Common { arch: m.arch, stem: m.stem, width: m.width, projector: m.projector, init: m.init, scale_loss: m.scale_loss };
+        let (zero_init_residual, scale_loss) = (m.zero_init_residual, m.scale_loss);
+        let common = Common { arch: m.arch, stem: m.stem, width: m.width, projector: m.projector, init: m.init, zero_init_residual, scale_loss };
         let mut table = toml::Table::try_from(common).expect("[model] serialises");
         table.insert("method".into(), m.settings.method().name().into());
         table.extend(m.settings.to_table());
@@ -100,6 +105,10 @@ impl From<ModelConfig> for toml::Table {
 
 fn default_width() -> usize {
     64
+}
+
+fn default_zero_init_residual() -> bool {
+    true
 }
 
 fn default_scale_loss() -> f64 {
