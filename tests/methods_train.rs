@@ -17,6 +17,11 @@ fn tiny(method: &str) -> Vec<String> {
         "--set=optim.batch_size=64",
         "--set=optim.warmup_epochs=1",
         "--set=train.seed=1",
+        // The network these checks were sized for: the usual CIFAR stem, residual branches from
+        // zero. With torchvision's γ = 1 start (the solo-learn presets') the random network's kNN
+        // on 16-px images is already 66%, which 3 short epochs do not beat.
+        "--set=model.stem=\"cifar\"",
+        "--set=model.zero_init_residual=true",
     ]
     .map(String::from)
     .to_vec();
