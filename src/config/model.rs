@@ -77,7 +77,7 @@ impl ModelConfig {
                 method.keys().join(", ")
             );
         }
-        let common: Common = toml::Value::Table(common).try_into().map_err(|e| anyhow::anyhow!("model: {}", e.message()))?;
+        let common: Common = toml::Value::Table(common).try_into().map_err(|e| anyhow::anyhow!("model: {e}"))?;
         let d = common.projector.last().copied().unwrap_or(0);
         let settings = method.settings(own, d)?;
         let Common { arch, stem, width, projector, init, zero_init_residual, scale_loss } = common;

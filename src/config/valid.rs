@@ -235,6 +235,22 @@ mod tests {
         }
     }
 
+    /// A value of the wrong kind for a `[model]` key, common or a method's, is refused naming the
+    /// key and what it takes.
+    #[test]
+    fn a_bad_model_value_names_its_key() {
+        for (preset, set, needles) in [
+            ("cifar10", "model.stem=\"cifar-pad3\"", &["`stem`", "cifar-pad2"][..]),
+            ("cifar10", "model.zero_init_residual=2", &["`zero_init_residual`", "boolean"]),
+            ("dino-cifar10", "model.norm_last_layer=1", &["`norm_last_layer`", "boolean"]),
+        ] {
+            let err = format!("{:#}", Config::load(preset, &[set.to_string()]).expect_err(set));
+            for needle in needles {
+                assert!(err.contains(needle), "{set}: the error does not say {needle}: {err}");
+            }
+        }
+    }
+
     /// The numeric leaves of a config's TOML, as `section.key`.
     fn numeric_leaves(config: &Config, out: &mut BTreeSet<String>) {
         let table: toml::Table = toml::from_str(&config.to_toml()).unwrap();

@@ -179,7 +179,7 @@ pub fn parse<S: MethodSettings>(method: Method, table: toml::Table, d: usize) ->
             owners.join(" and ")
         );
     }
-    let mut settings: S = toml::Value::Table(table).try_into().map_err(|e| anyhow::anyhow!("model: {}", e.message()))?;
+    let mut settings: S = toml::Value::Table(table).try_into().map_err(|e| anyhow::anyhow!("model: {e}"))?;
     settings.resolve(d);
     Ok(settings)
 }
