@@ -1,5 +1,5 @@
 //! Self-supervised representation learning: Barlow Twins, and beside it SimCLR, MoCo v2, BYOL,
-//! SimSiam and VICReg on the same trainer.
+//! SimSiam, VICReg and DINO on the same trainer.
 
 pub mod backend;
 pub mod cli;

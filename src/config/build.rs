@@ -41,7 +41,7 @@ impl Config {
     pub fn schedule(&self, steps_per_epoch: usize) -> Schedule {
         let o = &self.optim;
         let schedule = Schedule::new(o.batch_size, o.epochs, o.warmup_epochs, steps_per_epoch).with_scaling(o.lr_scaling, o.batch_size);
-        let peak = o.lr_weights * schedule.base;
+        let peak = o.peak_lr();
         let (start, end) = (o.warmup_start_lr.map(|r| r / peak), o.min_lr.map_or(schedule.end_fraction, |r| r / peak));
         schedule.with_ends(start, end)
     }

@@ -163,6 +163,13 @@ pub struct TrainConfig {
     pub dist_timeout: u64,
 }
 
+impl OptimConfig {
+    /// The weights' peak learning rate: `lr_weights` scaled to the batch.
+    pub fn peak_lr(&self) -> f64 {
+        self.lr_weights * self.lr_scaling.factor(self.batch_size)
+    }
+}
+
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {

@@ -77,7 +77,7 @@ impl Config {
             NON_NEGATIVE.check("optim.lr_biases", v)?;
         }
         NON_NEGATIVE.check("optim.weight_decay", o.weight_decay)?;
-        let peak = o.lr_weights * o.lr_scaling.factor(o.batch_size);
+        let peak = o.peak_lr();
         for (key, rate) in [("optim.warmup_start_lr", o.warmup_start_lr), ("optim.min_lr", o.min_lr)] {
             let Some(rate) = rate else { continue };
             NON_NEGATIVE.check(key, rate)?;
